@@ -1,0 +1,1 @@
+//! Unit tests: one per upstream error message, and the small pure helpers.
