@@ -36,7 +36,7 @@ pub use error::CoreError;
 pub use machine::{
     Action, COMPLETE_TEXT, DriverOptions, ExitStatus, Input, Machine, OnWorkingState, Outcome,
 };
-pub use pipeline::{Pipeline, Position, Stage};
+pub use pipeline::{Pipeline, Position, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES, Stage};
 pub use retired_id::{
     DEFAULT_RETIRED_EMAIL_DOMAIN, DEFAULT_RETIRED_PREFIX, RetiredIdConfig, hash as retired_hash,
 };

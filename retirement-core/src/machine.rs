@@ -700,7 +700,7 @@ fn transport_kind_label(kind: TransportErrorKind) -> &'static str {
 }
 
 /// `text` cut to at most `max` bytes at a character boundary, saying how much was cut.
-fn truncate_utf8(text: &str, max: usize) -> String {
+pub(crate) fn truncate_utf8(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }

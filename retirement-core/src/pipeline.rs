@@ -15,6 +15,38 @@ const UPSTREAM_TOLERATED_404: &[(&str, &str)] = &[
     ("LICENSE_MANAGER", "retire_learner"),
 ];
 
+/// The state list of the six-stage example pipeline ([`SIX_STAGE_EXAMPLE`]): upstream's operator
+/// docs' stages plus forums and notes.
+pub const SIX_STAGE_STATES: &[&str] = &[
+    "PENDING",
+    "RETIRING_FORUMS",
+    "FORUMS_COMPLETE",
+    "RETIRING_EMAIL_LISTS",
+    "EMAIL_LISTS_COMPLETE",
+    "RETIRING_ENROLLMENTS",
+    "ENROLLMENTS_COMPLETE",
+    "RETIRING_NOTES",
+    "NOTES_COMPLETE",
+    "RETIRING_LMS_MISC",
+    "LMS_MISC_COMPLETE",
+    "RETIRING_LMS",
+    "LMS_COMPLETE",
+    "ERRORED",
+    "ABORTED",
+    "COMPLETE",
+];
+
+/// The six-stage example pipeline (FORUMS, EMAIL_LISTS, ENROLLMENTS, NOTES, LMS_MISC, LMS) as
+/// `retirement_pipeline` rows; the demo, the tests and the benchmarks share it.
+pub const SIX_STAGE_EXAMPLE: &[[&str; 4]] = &[
+    ["RETIRING_FORUMS", "FORUMS_COMPLETE", "LMS", "retirement_retire_forum"],
+    ["RETIRING_EMAIL_LISTS", "EMAIL_LISTS_COMPLETE", "LMS", "retirement_retire_mailings"],
+    ["RETIRING_ENROLLMENTS", "ENROLLMENTS_COMPLETE", "LMS", "retirement_unenroll"],
+    ["RETIRING_NOTES", "NOTES_COMPLETE", "LMS", "retirement_retire_notes"],
+    ["RETIRING_LMS_MISC", "LMS_MISC_COMPLETE", "LMS", "retirement_lms_retire_misc"],
+    ["RETIRING_LMS", "LMS_COMPLETE", "LMS", "retirement_lms_retire"],
+];
+
 /// One stage: move to `working_state`, call `service.operation`, move to `complete_state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
@@ -157,6 +189,17 @@ impl Pipeline {
             }
         }
         Ok(Pipeline { stages })
+    }
+
+    /// The six-stage example: [`SIX_STAGE_EXAMPLE`] over [`SIX_STAGE_STATES`], with its table.
+    pub fn six_stage_example() -> (StateTable, Pipeline) {
+        let table = StateTable::from_names(SIX_STAGE_STATES).expect("the example states are valid");
+        let stages = SIX_STAGE_EXAMPLE
+            .iter()
+            .map(|[w, c, s, o]| Stage::new(*w, *c, *s, *o))
+            .collect();
+        let pipeline = Pipeline::new(stages, &table).expect("the example pipeline is valid");
+        (table, pipeline)
     }
 
     /// The stages in order.
