@@ -39,12 +39,42 @@ pub const SIX_STAGE_STATES: &[&str] = &[
 /// The six-stage example pipeline (FORUMS, EMAIL_LISTS, ENROLLMENTS, NOTES, LMS_MISC, LMS) as
 /// `retirement_pipeline` rows; the demo, the tests and the benchmarks share it.
 pub const SIX_STAGE_EXAMPLE: &[[&str; 4]] = &[
-    ["RETIRING_FORUMS", "FORUMS_COMPLETE", "LMS", "retirement_retire_forum"],
-    ["RETIRING_EMAIL_LISTS", "EMAIL_LISTS_COMPLETE", "LMS", "retirement_retire_mailings"],
-    ["RETIRING_ENROLLMENTS", "ENROLLMENTS_COMPLETE", "LMS", "retirement_unenroll"],
-    ["RETIRING_NOTES", "NOTES_COMPLETE", "LMS", "retirement_retire_notes"],
-    ["RETIRING_LMS_MISC", "LMS_MISC_COMPLETE", "LMS", "retirement_lms_retire_misc"],
-    ["RETIRING_LMS", "LMS_COMPLETE", "LMS", "retirement_lms_retire"],
+    [
+        "RETIRING_FORUMS",
+        "FORUMS_COMPLETE",
+        "LMS",
+        "retirement_retire_forum",
+    ],
+    [
+        "RETIRING_EMAIL_LISTS",
+        "EMAIL_LISTS_COMPLETE",
+        "LMS",
+        "retirement_retire_mailings",
+    ],
+    [
+        "RETIRING_ENROLLMENTS",
+        "ENROLLMENTS_COMPLETE",
+        "LMS",
+        "retirement_unenroll",
+    ],
+    [
+        "RETIRING_NOTES",
+        "NOTES_COMPLETE",
+        "LMS",
+        "retirement_retire_notes",
+    ],
+    [
+        "RETIRING_LMS_MISC",
+        "LMS_MISC_COMPLETE",
+        "LMS",
+        "retirement_lms_retire_misc",
+    ],
+    [
+        "RETIRING_LMS",
+        "LMS_COMPLETE",
+        "LMS",
+        "retirement_lms_retire",
+    ],
 ];
 
 /// One stage: move to `working_state`, call `service.operation`, move to `complete_state`.

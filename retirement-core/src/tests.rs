@@ -8,7 +8,8 @@ use crate::machine::truncate_utf8;
 use crate::*;
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2018, 10, 18, 20, 35, 52).unwrap() + chrono::TimeDelta::microseconds(350_050)
+    Utc.with_ymd_and_hms(2018, 10, 18, 20, 35, 52).unwrap()
+        + chrono::TimeDelta::microseconds(350_050)
 }
 
 fn identity() -> OriginalIdentity {
@@ -65,7 +66,13 @@ fn missing_required_state_is_refused_with_the_list_as_python_prints_it() {
 
 #[test]
 fn pending_not_first_is_refused() {
-    let names = ["LOCKING_ACCOUNT", "PENDING", "ERRORED", "ABORTED", "COMPLETE"];
+    let names = [
+        "LOCKING_ACCOUNT",
+        "PENDING",
+        "ERRORED",
+        "ABORTED",
+        "COMPLETE",
+    ];
     assert_eq!(
         err_text(StateTable::from_names(&names)),
         "PENDING must be the first state"
@@ -74,9 +81,16 @@ fn pending_not_first_is_refused() {
 
 #[test]
 fn wrong_tail_is_refused_out_of_order_or_not_at_end() {
-    let message = "The last 3 states must be these (in this order): ['ERRORED', 'ABORTED', 'COMPLETE']";
+    let message =
+        "The last 3 states must be these (in this order): ['ERRORED', 'ABORTED', 'COMPLETE']";
     let out_of_order = ["PENDING", "ABORTED", "ERRORED", "COMPLETE"];
-    let not_at_end = ["PENDING", "ERRORED", "ABORTED", "COMPLETE", "LOCKING_ACCOUNT"];
+    let not_at_end = [
+        "PENDING",
+        "ERRORED",
+        "ABORTED",
+        "COMPLETE",
+        "LOCKING_ACCOUNT",
+    ];
     assert_eq!(err_text(StateTable::from_names(&out_of_order)), message);
     assert_eq!(err_text(StateTable::from_names(&not_at_end)), message);
 }
@@ -84,7 +98,11 @@ fn wrong_tail_is_refused_out_of_order_or_not_at_end() {
 #[test]
 fn learners_in_working_states_block_sync_even_for_a_dry_run() {
     let current = StateTable::upstream_default().states().to_vec();
-    let r = plan_sync(&current, DEFAULT_RETIREMENT_STATES, &["PENDING", "RETIRING_LMS"]);
+    let r = plan_sync(
+        &current,
+        DEFAULT_RETIREMENT_STATES,
+        &["PENDING", "RETIRING_LMS"],
+    );
     assert_eq!(
         err_text(r),
         "Users are currently being processed. All users must be in one of these states to run \
@@ -111,7 +129,14 @@ fn learners_in_deleted_states_message_keeps_upstream_typo_only_on_the_wire() {
 
 #[test]
 fn duplicate_long_empty_and_unpaired_names_are_refused() {
-    let dup = ["PENDING", "LOCKING_ACCOUNT", "LOCKING_ACCOUNT", "ERRORED", "ABORTED", "COMPLETE"];
+    let dup = [
+        "PENDING",
+        "LOCKING_ACCOUNT",
+        "LOCKING_ACCOUNT",
+        "ERRORED",
+        "ABORTED",
+        "COMPLETE",
+    ];
     assert_eq!(
         StateTable::from_names(&dup).unwrap_err(),
         CoreError::DuplicateState {
@@ -129,7 +154,14 @@ fn duplicate_long_empty_and_unpaired_names_are_refused() {
         StateTable::from_names(&empty).unwrap_err(),
         CoreError::EmptyStateName { position: 1 }
     );
-    let unpaired = ["PENDING", "RETIRING_FORUMS", "LMS_COMPLETE", "ERRORED", "ABORTED", "COMPLETE"];
+    let unpaired = [
+        "PENDING",
+        "RETIRING_FORUMS",
+        "LMS_COMPLETE",
+        "ERRORED",
+        "ABORTED",
+        "COMPLETE",
+    ];
     assert_eq!(
         err_text(StateTable::from_names(&unpaired)),
         "state RETIRING_FORUMS must be directly followed by FORUMS_COMPLETE, found LMS_COMPLETE"
@@ -146,14 +178,24 @@ fn default_table_has_upstream_orders_and_flags() {
         .collect();
     assert_eq!(rows.len(), 16);
     assert_eq!(rows[0], "PENDING (step 1) dead_end=false required=true");
-    assert_eq!(rows[3], "RETIRING_FORUMS (step 31) dead_end=false required=false");
+    assert_eq!(
+        rows[3],
+        "RETIRING_FORUMS (step 31) dead_end=false required=false"
+    );
     assert_eq!(rows[13], "ERRORED (step 131) dead_end=true required=true");
     assert_eq!(rows[15], "COMPLETE (step 151) dead_end=true required=true");
 }
 
 #[test]
 fn sync_inserting_two_states_mid_list_renumbers_and_reports_the_diff() {
-    let before = ["PENDING", "RETIRING_LMS", "LMS_COMPLETE", "ERRORED", "ABORTED", "COMPLETE"];
+    let before = [
+        "PENDING",
+        "RETIRING_LMS",
+        "LMS_COMPLETE",
+        "ERRORED",
+        "ABORTED",
+        "COMPLETE",
+    ];
     let current = StateTable::from_names(&before).unwrap().states().to_vec();
     let after = [
         "PENDING",
@@ -169,7 +211,12 @@ fn sync_inserting_two_states_mid_list_renumbers_and_reports_the_diff() {
     assert_eq!(plan.added, ["RETIRING_FORUMS", "FORUMS_COMPLETE"]);
     assert!(plan.removed.is_empty());
     assert_eq!(plan.kept.len(), 6);
-    let orders: Vec<i32> = plan.table.states().iter().map(|s| s.execution_order).collect();
+    let orders: Vec<i32> = plan
+        .table
+        .states()
+        .iter()
+        .map(|s| s.execution_order)
+        .collect();
     assert_eq!(orders, [1, 11, 21, 31, 41, 51, 61, 71]);
     assert!(plan.changes_anything(&current));
     // A second sync with the same list is a no-op.
@@ -193,7 +240,14 @@ fn sync_removing_states_lists_them() {
     let current = StateTable::upstream_default().states().to_vec();
     let plan = plan_sync(
         &current,
-        &["PENDING", "RETIRING_LMS", "LMS_COMPLETE", "ERRORED", "ABORTED", "COMPLETE"],
+        &[
+            "PENDING",
+            "RETIRING_LMS",
+            "LMS_COMPLETE",
+            "ERRORED",
+            "ABORTED",
+            "COMPLETE",
+        ],
         &["ERRORED"],
     )
     .unwrap();
@@ -257,7 +311,12 @@ fn update_keys_are_checked_in_upstream_order() {
         "RetirementStatus: Required key response missing from update"
     );
     assert_eq!(
-        err_text(validate_update_keys(["username", "new_state", "response", "foo"])),
+        err_text(validate_update_keys([
+            "username",
+            "new_state",
+            "response",
+            "foo"
+        ])),
         "RetirementStatus: Unknown key foo in update"
     );
     assert!(validate_update_keys(["username", "new_state", "response", "force"]).is_ok());
@@ -267,7 +326,8 @@ fn update_keys_are_checked_in_upstream_order() {
 fn backward_and_same_state_moves_are_refused_with_upstream_text() {
     let table = StateTable::upstream_default();
     let mut r = retirement(&table);
-    r.advance(&table, "LOCKING_ACCOUNT", "x", Actor::Driver, t0()).unwrap();
+    r.advance(&table, "LOCKING_ACCOUNT", "x", Actor::Driver, t0())
+        .unwrap();
     let back = r
         .advance(&table, "PENDING", "x", Actor::Driver, t0())
         .unwrap_err();
@@ -291,7 +351,8 @@ fn dead_end_states_are_never_left_without_force() {
     // Upstream lets ERRORED -> ABORTED -> COMPLETE through (defect D1).
     let table = StateTable::upstream_default();
     let mut r = retirement(&table);
-    r.advance(&table, "ERRORED", "boom", Actor::Driver, t0()).unwrap();
+    r.advance(&table, "ERRORED", "boom", Actor::Driver, t0())
+        .unwrap();
     assert_eq!(
         err_text(r.advance(&table, "ABORTED", "x", Actor::Driver, t0())),
         "RetirementStatus: Unable to move user from ERRORED (step 131)"
@@ -308,9 +369,18 @@ fn forward_jumps_are_allowed_and_logged_like_upstream() {
     let mut r = retirement(&table);
     let later = t0() + chrono::TimeDelta::seconds(5);
     let t = r
-        .advance(&table, "RETIRING_LMS", "Starting: RETIRING_LMS", Actor::Driver, later)
+        .advance(
+            &table,
+            "RETIRING_LMS",
+            "Starting: RETIRING_LMS",
+            Actor::Driver,
+            later,
+        )
         .unwrap();
-    assert_eq!((t.from.as_str(), t.to.as_str(), t.forced), ("PENDING", "RETIRING_LMS", false));
+    assert_eq!(
+        (t.from.as_str(), t.to.as_str(), t.forced),
+        ("PENDING", "RETIRING_LMS", false)
+    );
     assert_eq!(r.last_state(), "PENDING");
     assert_eq!(r.modified(), later);
     assert!(r.responses_text().ends_with(
@@ -322,8 +392,11 @@ fn forward_jumps_are_allowed_and_logged_like_upstream() {
 fn force_goes_anywhere_known_and_logs_who_and_why() {
     let table = StateTable::upstream_default();
     let mut r = retirement(&table);
-    r.advance(&table, "ERRORED", "boom", Actor::Driver, t0()).unwrap();
-    let t = r.force(&table, "ENROLLMENTS_COMPLETE", &operator(), t0()).unwrap();
+    r.advance(&table, "ERRORED", "boom", Actor::Driver, t0())
+        .unwrap();
+    let t = r
+        .force(&table, "ENROLLMENTS_COMPLETE", &operator(), t0())
+        .unwrap();
     assert!(t.forced);
     let entry = r.log().last().unwrap();
     assert_eq!(entry.actor, Actor::Operator("alice".into()));
@@ -355,7 +428,8 @@ fn rerun_moves_complete_back_to_pending_only() {
         err_text(r.rerun(&table, &operator(), t0())),
         "only a COMPLETE retirement can be rerun; retirement 46 is in PENDING"
     );
-    r.advance(&table, "COMPLETE", "done", Actor::Driver, t0()).unwrap();
+    r.advance(&table, "COMPLETE", "done", Actor::Driver, t0())
+        .unwrap();
     r.rerun(&table, &operator(), t0()).unwrap();
     assert_eq!(r.current_state(), "PENDING");
 }
@@ -364,8 +438,10 @@ fn rerun_moves_complete_back_to_pending_only() {
 fn rewind_from_errored_lands_before_the_failed_working_state() {
     let table = StateTable::upstream_default();
     let mut r = retirement(&table);
-    r.advance(&table, "RETIRING_EMAIL_LISTS", "s", Actor::Driver, t0()).unwrap();
-    r.advance(&table, "ERRORED", "boom", Actor::Driver, t0()).unwrap();
+    r.advance(&table, "RETIRING_EMAIL_LISTS", "s", Actor::Driver, t0())
+        .unwrap();
+    r.advance(&table, "ERRORED", "boom", Actor::Driver, t0())
+        .unwrap();
     r.rewind(&table, &operator(), t0()).unwrap();
     // Upstream lands in RETIRING_EMAIL_LISTS, which its driver refuses (defect D19).
     assert_eq!(r.current_state(), "FORUMS_COMPLETE");
@@ -376,7 +452,8 @@ fn cancel_is_refused_outside_pending_naming_the_retirement_not_the_learner() {
     let table = StateTable::upstream_default();
     let mut r = retirement(&table);
     assert!(r.check_cancellable().is_ok());
-    r.advance(&table, "COMPLETE", "done", Actor::Driver, t0()).unwrap();
+    r.advance(&table, "COMPLETE", "done", Actor::Driver, t0())
+        .unwrap();
     let text = err_text(r.check_cancellable());
     assert_eq!(
         text,
@@ -395,9 +472,14 @@ fn step_guard_refuses_required_and_complete_states_with_upstream_text() {
         "User: 5213599 State: PENDING (step 1) Last Updated: 2018-10-18 20:35:52.350050+00:00 is \
          in PENDING, not a valid state to perform retirement actions on."
     );
-    r.advance(&table, "LOCKING_ACCOUNT", "x", Actor::Driver, t0()).unwrap();
-    assert!(r.check_actionable(&table).is_ok(), "custom working states are actionable");
-    r.advance(&table, "FORUMS_COMPLETE", "x", Actor::Driver, t0()).unwrap();
+    r.advance(&table, "LOCKING_ACCOUNT", "x", Actor::Driver, t0())
+        .unwrap();
+    assert!(
+        r.check_actionable(&table).is_ok(),
+        "custom working states are actionable"
+    );
+    r.advance(&table, "FORUMS_COMPLETE", "x", Actor::Driver, t0())
+        .unwrap();
     assert!(r.check_actionable(&table).is_err());
 }
 
@@ -590,11 +672,24 @@ fn statuses_are_classified_like_tubular() {
         (302, false, Verdict::Fail),
     ];
     for (status, tolerate, verdict) in cases {
-        assert_eq!(classify_status(status, tolerate), verdict, "status {status}");
+        assert_eq!(
+            classify_status(status, tolerate),
+            verdict,
+            "status {status}"
+        );
     }
-    assert_eq!(classify_transport(TransportErrorKind::Connect), Verdict::Backoff);
-    assert_eq!(classify_transport(TransportErrorKind::Reset), Verdict::Backoff);
-    assert_eq!(classify_transport(TransportErrorKind::Timeout), Verdict::GatewayTimeout);
+    assert_eq!(
+        classify_transport(TransportErrorKind::Connect),
+        Verdict::Backoff
+    );
+    assert_eq!(
+        classify_transport(TransportErrorKind::Reset),
+        Verdict::Backoff
+    );
+    assert_eq!(
+        classify_transport(TransportErrorKind::Timeout),
+        Verdict::GatewayTimeout
+    );
 }
 
 #[test]
@@ -608,13 +703,18 @@ fn backoff_waits_stay_within_the_doubling_nominal_and_the_budget() {
         policy.next_attempt_at(Verdict::Backoff, &mut attempts, None, now, &mut random)
     {
         let wait = (at - now).to_std().unwrap();
-        let nominal = Duration::from_secs(1 << (attempts.backoff_retries - 1)).min(policy.max_backoff);
+        let nominal =
+            Duration::from_secs(1 << (attempts.backoff_retries - 1)).min(policy.max_backoff);
         assert!(wait <= nominal, "wait {wait:?} over nominal {nominal:?}");
         assert!((at - t0()).to_std().unwrap() <= policy.budget);
         waits.push(wait);
         now = at;
     }
-    assert!(waits.len() >= 8, "a 600 s budget allows at least 8 retries, got {}", waits.len());
+    assert!(
+        waits.len() >= 8,
+        "a 600 s budget allows at least 8 retries, got {}",
+        waits.len()
+    );
 }
 
 #[test]
@@ -623,11 +723,23 @@ fn gateway_timeouts_retry_once_after_the_full_wait() {
     let mut random = SplitMix64::new(1);
     let mut attempts = Attempts::new(t0());
     let at = policy
-        .next_attempt_at(Verdict::GatewayTimeout, &mut attempts, None, t0(), &mut random)
+        .next_attempt_at(
+            Verdict::GatewayTimeout,
+            &mut attempts,
+            None,
+            t0(),
+            &mut random,
+        )
         .unwrap();
     assert_eq!(at - t0(), chrono::TimeDelta::seconds(60));
     assert_eq!(
-        policy.next_attempt_at(Verdict::GatewayTimeout, &mut attempts, None, at, &mut random),
+        policy.next_attempt_at(
+            Verdict::GatewayTimeout,
+            &mut attempts,
+            None,
+            at,
+            &mut random
+        ),
         None
     );
     assert_eq!(attempts.made(), 2);
@@ -656,7 +768,10 @@ fn retry_after_is_honoured_and_cannot_break_the_budget() {
         &mut random,
     );
     assert_eq!(beyond, None);
-    assert_eq!(policy.next_attempt_at(Verdict::Fail, &mut attempts, None, at, &mut random), None);
+    assert_eq!(
+        policy.next_attempt_at(Verdict::Fail, &mut attempts, None, at, &mut random),
+        None
+    );
 }
 
 #[test]
@@ -679,7 +794,11 @@ fn long_bodies_are_cut_at_a_character_boundary() {
 
 #[test]
 fn actors_round_trip_through_text() {
-    for actor in [Actor::Request, Actor::Driver, Actor::Operator("bob ops".into())] {
+    for actor in [
+        Actor::Request,
+        Actor::Driver,
+        Actor::Operator("bob ops".into()),
+    ] {
         assert_eq!(actor.to_string().parse::<Actor>().unwrap(), actor);
     }
     assert!("operator:".parse::<Actor>().is_err());

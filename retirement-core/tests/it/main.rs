@@ -1,0 +1,6 @@
+//! Integration tests for retirement-core: one binary, one module per concern.
+
+mod harness;
+mod model;
+mod retired_ids;
+mod snapshots;
