@@ -42,7 +42,7 @@ pub use retired_id::{
 };
 pub use retirement::{
     Actor, LogEntry, OriginalIdentity, Override, Retirement, RetirementId, RetirementParts,
-    Transition, validate_update_keys,
+    validate_update_keys,
 };
 pub use retry::{
     Attempts, RandomSource, RetryPolicy, SplitMix64, TransportErrorKind, Verdict, classify_status,

@@ -134,17 +134,6 @@ impl Override {
     }
 }
 
-/// A change that was applied: from and to, by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Transition {
-    /// The state before.
-    pub from: String,
-    /// The state after.
-    pub to: String,
-    /// Whether it bypassed the ordering rules (an operator override).
-    pub forced: bool,
-}
-
 /// All fields of a retirement, for a store that loads or saves one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetirementParts {
@@ -274,9 +263,9 @@ impl Retirement {
         response: &str,
         actor: Actor,
         now: DateTime<Utc>,
-    ) -> Result<Transition, CoreError> {
+    ) -> Result<&LogEntry, CoreError> {
         let (from, to) = table.check_advance(&self.parts.current_state, new_state)?;
-        Ok(self.record(from.to_string(), to, actor, response.to_owned(), false, now))
+        Ok(self.record(from.to_string(), to, actor, response.to_owned(), now))
     }
 
     /// An operator's override to any known state, backwards or out of a dead end. Unlike
@@ -289,7 +278,7 @@ impl Retirement {
         to: &str,
         why: &Override,
         now: DateTime<Utc>,
-    ) -> Result<Transition, CoreError> {
+    ) -> Result<&LogEntry, CoreError> {
         why.check()?;
         let to = table.require(to)?;
         let from = table
@@ -305,7 +294,6 @@ impl Retirement {
             to,
             Actor::Operator(why.operator.clone()),
             text,
-            true,
             now,
         ))
     }
@@ -318,7 +306,7 @@ impl Retirement {
         table: &StateTable,
         why: &Override,
         now: DateTime<Utc>,
-    ) -> Result<Transition, CoreError> {
+    ) -> Result<&LogEntry, CoreError> {
         if self.parts.current_state != COMPLETE {
             return Err(CoreError::NotComplete {
                 retirement_id: self.parts.id,
@@ -336,7 +324,7 @@ impl Retirement {
         table: &StateTable,
         why: &Override,
         now: DateTime<Utc>,
-    ) -> Result<Transition, CoreError> {
+    ) -> Result<&LogEntry, CoreError> {
         let last = self.parts.last_state.as_str();
         let target = if table.is_actionable(last) {
             table.predecessor(last).map(|s| s.name.clone())
@@ -413,17 +401,21 @@ impl Retirement {
         out
     }
 
+    /// Applies a validated move: the old state becomes `last_state`, `modified` moves forward,
+    /// and one log entry is appended and returned (for a store to persist).
     fn record(
         &mut self,
         from_label: String,
         to: &State,
         actor: Actor,
         text: String,
-        forced: bool,
         now: DateTime<Utc>,
-    ) -> Transition {
-        let previous = std::mem::replace(&mut self.parts.current_state, to.name.clone());
-        self.parts.last_state = previous.clone();
+    ) -> &LogEntry {
+        // Reuse the old `last_state` buffer for the new current state: this is the hot path of
+        // every transition.
+        std::mem::swap(&mut self.parts.last_state, &mut self.parts.current_state);
+        self.parts.current_state.clear();
+        self.parts.current_state.push_str(&to.name);
         // `modified` never goes backwards, even if a caller's clock does.
         self.parts.modified = self.parts.modified.max(now);
         self.parts.log.push(LogEntry {
@@ -433,11 +425,7 @@ impl Retirement {
             actor,
             text,
         });
-        Transition {
-            from: previous,
-            to: to.name.clone(),
-            forced,
-        }
+        self.parts.log.last().expect("an entry was just pushed")
     }
 }
 

@@ -368,7 +368,7 @@ fn forward_jumps_are_allowed_and_logged_like_upstream() {
     let table = StateTable::upstream_default();
     let mut r = retirement(&table);
     let later = t0() + chrono::TimeDelta::seconds(5);
-    let t = r
+    let entry = r
         .advance(
             &table,
             "RETIRING_LMS",
@@ -377,10 +377,10 @@ fn forward_jumps_are_allowed_and_logged_like_upstream() {
             later,
         )
         .unwrap();
-    assert_eq!(
-        (t.from.as_str(), t.to.as_str(), t.forced),
-        ("PENDING", "RETIRING_LMS", false)
-    );
+    assert_eq!(entry.from.as_deref(), Some("PENDING (step 1)"));
+    assert_eq!(entry.to, "RETIRING_LMS (step 111)");
+    assert_eq!((entry.actor.clone(), entry.at), (Actor::Driver, later));
+    assert_eq!(r.current_state(), "RETIRING_LMS");
     assert_eq!(r.last_state(), "PENDING");
     assert_eq!(r.modified(), later);
     assert!(r.responses_text().ends_with(
@@ -394,11 +394,12 @@ fn force_goes_anywhere_known_and_logs_who_and_why() {
     let mut r = retirement(&table);
     r.advance(&table, "ERRORED", "boom", Actor::Driver, t0())
         .unwrap();
-    let t = r
+    let returned = r
         .force(&table, "ENROLLMENTS_COMPLETE", &operator(), t0())
-        .unwrap();
-    assert!(t.forced);
+        .unwrap()
+        .clone();
     let entry = r.log().last().unwrap();
+    assert_eq!(&returned, entry);
     assert_eq!(entry.actor, Actor::Operator("alice".into()));
     assert_eq!(
         entry.text,
