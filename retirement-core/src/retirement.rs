@@ -289,13 +289,7 @@ impl Retirement {
             "Forced by operator {} from {} to {}: {}",
             why.operator, from, to, why.reason
         );
-        Ok(self.record(
-            from,
-            to,
-            Actor::Operator(why.operator.clone()),
-            text,
-            now,
-        ))
+        Ok(self.record(from, to, Actor::Operator(why.operator.clone()), text, now))
     }
 
     /// Sends a COMPLETE retirement back to PENDING so every stage runs again (the documented

@@ -1,1 +1,153 @@
-//! Repository hygiene.
+//! Repository hygiene: the architecture invariants of ARCHITECTURE.md that a test can check.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{cargo, project_root};
+
+/// The crates that must stay pure: no I/O, no clock, no async runtime.
+const PURE_CRATES: &[&str] = &["retirement-core", "assignment-expiry"];
+/// What a pure crate must not depend on, directly or not.
+const BANNED_IN_PURE: &[&str] = &[
+    "tokio",
+    "reqwest",
+    "hyper",
+    "diesel",
+    "diesel-async",
+    "async-trait",
+];
+/// Clock reads a pure crate's sources must not contain.
+const CLOCK_READS: &[&str] = &["Utc::now", "Local::now", "SystemTime::now", "Instant::now"];
+/// The workspace's fixed top-level shape.
+const MEMBERS: &[&str] = &[
+    "retirement-core",
+    "retirement-store",
+    "retirement-http",
+    "assignment-expiry",
+    "bins",
+    "xtask",
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("reading {dir:?}: {e}")) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn pure_crates_depend_on_no_runtime_http_or_database_crate() {
+    for krate in PURE_CRATES {
+        let output = Command::new(cargo())
+            .args([
+                "tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none",
+            ])
+            .args(["--format", "{p}"])
+            .current_dir(project_root())
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            output.status.success(),
+            "cargo tree -p {krate} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let tree = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            tree.contains(krate),
+            "cargo tree printed nothing useful: {tree}"
+        );
+        for line in tree.lines() {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            assert!(
+                !BANNED_IN_PURE.contains(&name),
+                "{krate} depends on {name}: the pure crates do no I/O and run no async runtime"
+            );
+        }
+    }
+}
+
+#[test]
+fn pure_crates_read_no_clock() {
+    for krate in PURE_CRATES {
+        let mut files = Vec::new();
+        rust_files(&project_root().join(krate).join("src"), &mut files);
+        assert!(!files.is_empty(), "{krate} has no sources");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for read in CLOCK_READS {
+                assert!(
+                    !text.contains(read),
+                    "{} contains {read}: pure crates take `now` as a parameter",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn pure_crates_ban_clock_reads_in_clippy() {
+    for krate in PURE_CRATES {
+        let config = std::fs::read_to_string(project_root().join(krate).join("clippy.toml"))
+            .unwrap_or_else(|e| panic!("{krate}/clippy.toml: {e}"));
+        for read in [
+            "chrono::Utc::now",
+            "std::time::SystemTime::now",
+            "std::time::Instant::now",
+        ] {
+            assert!(
+                config.contains(read),
+                "{krate}/clippy.toml does not ban {read}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_library_opens_with_crate_docs() {
+    for krate in MEMBERS.iter().filter(|k| !matches!(**k, "bins" | "xtask")) {
+        let lib = std::fs::read_to_string(project_root().join(krate).join("src/lib.rs")).unwrap();
+        assert!(
+            lib.starts_with("//!"),
+            "{krate}/src/lib.rs must open with `//!` docs"
+        );
+        assert!(
+            lib.contains("#![warn(missing_docs)]"),
+            "{krate} must warn on missing docs"
+        );
+    }
+}
+
+#[test]
+fn workspace_has_the_fixed_shape() {
+    let manifest = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+    for member in MEMBERS {
+        assert!(
+            project_root().join(member).join("Cargo.toml").is_file(),
+            "{member} is missing"
+        );
+        assert!(
+            manifest.contains(&format!("\"{member}\"")),
+            "{member} is not a workspace member"
+        );
+    }
+    for file in [
+        "Cargo.lock",
+        "README.md",
+        "ARCHITECTURE.md",
+        "BENCHMARKS.md",
+        ".ci/run",
+    ] {
+        assert!(project_root().join(file).is_file(), "{file} is missing");
+    }
+    let ignore = std::fs::read_to_string(project_root().join(".gitignore")).unwrap();
+    assert!(
+        ignore
+            .lines()
+            .any(|l| l.trim() == "/target" || l.trim() == "target/")
+    );
+}
