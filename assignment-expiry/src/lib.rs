@@ -1,6 +1,68 @@
 //! The pure expiration rule engine for enterprise content assignments.
 //!
-//! Same purity rules as `retirement-core`: no I/O, no clock, no async; `now` is a parameter.
-//! The rules themselves arrive with the assignment-expiry issue; for now the crate only fixes the
-//! workspace layout.
+//! Enterprise content assignments that nobody acts on expire, and the learner's email is not
+//! kept longer than needed. Two policies, both defined as data ([`Policy`]):
+//!
+//! - **ADR 0016** ([`PolicyKind::Adr0016`], the default): the 90-day window runs from the latest
+//!   successful `notified` action (else `created`); the first condition that holds wins, in the
+//!   order 90-day → enrollment deadline → subsidy expiry, each compared strictly (`now > date`);
+//!   the assignment becomes `cancelled`, and for the 90-day reason the email is scrubbed at once
+//!   to `retired_user@retired.invalid`.
+//! - **Current upstream** ([`PolicyKind::Current`]): the window runs from `allocated_at`; the
+//!   earliest date wins (ties: subsidy → enrollment → 90-day) and expires when `date <= now`; the
+//!   assignment becomes `expired` with `expired_at`; the email is scrubbed later by the PII job
+//!   ([`pii_job_decision`]) to a unique `retired_user<16 hex>@retired.invalid`.
+//!
+//! [`evaluate`] turns `(assignment, context, policy, now)` into a [`Decision`];
+//! [`scrub_for_retired_learner`] tombstones every assignment of a retired learner, in any state.
+//! Same purity rules as `retirement-core`: no I/O, no clock, no async. Unparseable dates never
+//! abort anything: they mean "no date" and come back as warnings (upstream aborts the whole cron
+//! run on one bad subsidy or credit-request run date).
+//!
+//! # The JSON-lines format ([`parse_line`], [`format_decision`])
+//!
+//! Input, one object per line (times RFC 3339; `enroll_by_date`, `enrollment_deadline` and
+//! `subsidy_expiration` in upstream's formats `%Y-%m-%dT%H:%M:%SZ`, `%Y-%m-%dT%H:%M:%S.%fZ`, or
+//! either with a space for `T`):
+//!
+//! ```json
+//! {"uuid": "…", "state": "allocated", "learner_email": "…", "lms_user_id": 7,
+//!  "created": "2024-01-01T00:00:00Z", "allocated_at": "2024-01-01T00:00:00Z",
+//!  "actions": [{"action_type": "notified", "completed_at": "2024-01-02T00:00:00Z", "error_reason": null}],
+//!  "has_credit_request": false, "preferred_course_run_key": "course-v1:a+b+1T2024",
+//!  "content_metadata": {"normalized_metadata": {"enroll_by_date": "2024-05-01T00:00:00Z"},
+//!                       "normalized_metadata_by_run": {"course-v1:a+b+1T2024": {"enroll_by_date": "…"}}},
+//!  "subsidy_expiration": "2025-01-01T00:00:00Z", "configuration_active": true}
+//! ```
+//!
+//! Give either `enrollment_deadline` (a date string) or `content_metadata`, not both. Optional
+//! keys: `lms_user_id`, `expired_at`, `actions`, `has_credit_request`, `preferred_course_run_key`,
+//! `content_key`, `enrollment_deadline`, `content_metadata`, `subsidy_expiration`,
+//! `configuration_active` (default true). Unknown keys are errors.
+//!
+//! Output, one object per input line:
+//! `{"uuid", "expire", "reason", "new_state", "scrub_pii", "tombstone",
+//! "earliest_possible_expiration": {"date", "reason"}, "warnings"}`, with states in lower case and
+//! reasons `NINETY_DAYS_PASSED`, `ENROLLMENT_DATE_PASSED`, `SUBSIDY_EXPIRED`.
 #![warn(missing_docs)]
+
+mod engine;
+mod error;
+mod jsonl;
+mod model;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::{
+    Decision, ExpiryEmail, PiiDecision, Scrub, evaluate, pii_job_decision,
+    scrub_for_retired_learner,
+};
+pub use error::ExpiryError;
+pub use jsonl::{format_decision, parse_line, parse_policy};
+pub use model::{
+    ActionType, Anchor, Assignment, AssignmentAction, AssignmentState, Boundary, Combination,
+    ContentMetadata, Context, DEFAULT_MAX_AGE_DAYS, Enrollment, EnrollmentSource, ErrorReason,
+    Expiration, FIXED_TOMBSTONE, NonceSource, Policy, PolicyKind, Reason, RunMetadata, ScrubTiming,
+    TOMBSTONE_PREFIX, Tombstone, parse_upstream_datetime, tombstone_email,
+};

@@ -1,0 +1,376 @@
+//! The decisions: [`evaluate`] for the expiry cron, [`pii_job_decision`] for the current
+//! policy's PII job, [`scrub_for_retired_learner`] for the retirement pipeline.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::model::{
+    ActionType, Anchor, Assignment, AssignmentState, Combination, Context, Enrollment,
+    EnrollmentSource, Expiration, NonceSource, Policy, Reason, RunMetadata, ScrubTiming,
+    TOMBSTONE_PREFIX, Tombstone, parse_upstream_datetime, tombstone_email,
+};
+
+/// Which expiration email to queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryEmail {
+    /// The regular assignment-expired email.
+    Regular,
+    /// The Browse & Request email, for assignments with a linked credit request.
+    BrowseAndRequest,
+}
+
+/// What to do with one assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The assignment's id.
+    pub uuid: String,
+    /// Whether it expires now.
+    pub expire: bool,
+    /// Why, when it expires.
+    pub reason: Option<Reason>,
+    /// The state to move it to, when it expires.
+    pub new_state: Option<AssignmentState>,
+    /// The `expired_at` to stamp (current policy), when it expires.
+    pub expired_at: Option<DateTime<Utc>>,
+    /// Whether to scrub the email now (ADR 0016 policy, 90-day reason).
+    pub scrub_pii: bool,
+    /// The tombstone to write when scrubbing with a fixed tombstone. `None` with `scrub_pii`
+    /// set means a custom policy wants a unique one: draw it with [`crate::tombstone_email`].
+    pub tombstone: Option<String>,
+    /// The email to queue, when it expires.
+    pub email: Option<ExpiryEmail>,
+    /// The action the email task records when the email is delivered.
+    pub action_on_email_success: Option<ActionType>,
+    /// Whether a linked credit request moves to `expired` too.
+    pub expire_credit_request: bool,
+    /// The earliest date the assignment can expire and why (for keep decisions too); `None`
+    /// for assignments that are never expired (not allocated, or configuration inactive).
+    pub earliest_possible_expiration: Option<Expiration>,
+    /// Inputs that were ignored (unparseable dates, missing runs), for the operator.
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    fn keep(uuid: &str, earliest: Option<Expiration>, warnings: Vec<String>) -> Decision {
+        Decision {
+            uuid: uuid.to_owned(),
+            expire: false,
+            reason: None,
+            new_state: None,
+            expired_at: None,
+            scrub_pii: false,
+            tombstone: None,
+            email: None,
+            action_on_email_success: None,
+            expire_credit_request: false,
+            earliest_possible_expiration: earliest,
+            warnings,
+        }
+    }
+}
+
+/// The three candidate dates of one assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Candidates {
+    ninety_days: DateTime<Utc>,
+    enrollment: Option<DateTime<Utc>>,
+    subsidy: Option<DateTime<Utc>>,
+}
+
+impl Candidates {
+    fn compute(
+        assignment: &Assignment,
+        context: &Context,
+        policy: &Policy,
+        now: DateTime<Utc>,
+        warnings: &mut Vec<String>,
+    ) -> Candidates {
+        let anchor = match policy.anchor {
+            Anchor::LatestNotifiedOrCreated => assignment
+                .last_successful(ActionType::Notified)
+                .and_then(|a| a.completed_at)
+                .unwrap_or(assignment.created),
+            Anchor::AllocatedAt => assignment.allocated_at,
+        };
+        let subsidy = context
+            .subsidy_expiration
+            .as_deref()
+            .and_then(|s| parse_or_warn(s, "subsidy expiration_datetime", warnings));
+        Candidates {
+            ninety_days: anchor + policy.max_age,
+            enrollment: enrollment_deadline(assignment, context, policy, now, warnings),
+            subsidy,
+        }
+    }
+
+    /// The candidates in the policy's tie order, with their reasons.
+    fn ordered(&self, combination: Combination) -> [(Option<DateTime<Utc>>, Reason); 3] {
+        let ninety = (Some(self.ninety_days), Reason::NinetyDaysPassed);
+        let enrollment = (self.enrollment, Reason::EnrollmentDatePassed);
+        let subsidy = (self.subsidy, Reason::SubsidyExpired);
+        match combination {
+            Combination::FirstMatch => [ninety, enrollment, subsidy],
+            Combination::Earliest => [subsidy, enrollment, ninety],
+        }
+    }
+
+    /// The earliest candidate; equal dates go to the first in the policy's order.
+    fn earliest(&self, combination: Combination) -> Expiration {
+        let mut best: Option<Expiration> = None;
+        for (date, reason) in self.ordered(combination) {
+            if let Some(date) = date
+                && best.is_none_or(|b| date < b.date)
+            {
+                best = Some(Expiration { date, reason });
+            }
+        }
+        // The 90-day candidate always exists.
+        best.unwrap_or(Expiration {
+            date: self.ninety_days,
+            reason: Reason::NinetyDaysPassed,
+        })
+    }
+}
+
+fn parse_or_warn(raw: &str, what: &str, warnings: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    let parsed = parse_upstream_datetime(raw);
+    if parsed.is_none() {
+        warnings.push(format!(
+            "{what} {raw:?} is not in a supported format (%Y-%m-%dT%H:%M:%SZ, with optional \
+             .%f, or a space for T); ignored"
+        ));
+    }
+    parsed
+}
+
+fn run_deadline(
+    run: Option<&RunMetadata>,
+    what: &str,
+    warnings: &mut Vec<String>,
+) -> Option<DateTime<Utc>> {
+    run.and_then(|r| r.enroll_by_date.as_deref())
+        .and_then(|s| parse_or_warn(s, what, warnings))
+}
+
+/// The enrollment deadline (reference §2.3).
+fn enrollment_deadline(
+    assignment: &Assignment,
+    context: &Context,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    warnings: &mut Vec<String>,
+) -> Option<DateTime<Utc>> {
+    let metadata = match &context.enrollment {
+        Enrollment::Deadline(raw) => {
+            return raw
+                .as_deref()
+                .and_then(|s| parse_or_warn(s, "enrollment_deadline", warnings));
+        }
+        Enrollment::Metadata(None) => return None,
+        Enrollment::Metadata(Some(metadata)) => metadata,
+    };
+    let advertised = || {
+        let mut w = Vec::new();
+        let d = run_deadline(
+            metadata.normalized_metadata.as_ref(),
+            "normalized_metadata.enroll_by_date",
+            &mut w,
+        );
+        (d, w)
+    };
+    if policy.enrollment_source == EnrollmentSource::AdvertisedRun {
+        let (deadline, w) = advertised();
+        warnings.extend(w);
+        return deadline;
+    }
+    if assignment.has_credit_request {
+        // Credit-request strategy: the latest run's deadline while it is still ahead. Upstream
+        // aborts the whole run on one unparseable date here; we skip that run and warn.
+        let latest = metadata
+            .normalized_metadata_by_run
+            .iter()
+            .filter_map(|(run, meta)| {
+                run_deadline(
+                    Some(meta),
+                    &format!("normalized_metadata_by_run[{run:?}].enroll_by_date"),
+                    warnings,
+                )
+            })
+            .max();
+        if let Some(latest) = latest
+            && latest > now
+        {
+            return Some(latest);
+        }
+    }
+    match &assignment.preferred_course_run_key {
+        Some(run) => {
+            let meta = metadata.normalized_metadata_by_run.get(run);
+            if meta.is_none() {
+                warnings.push(format!(
+                    "preferred run {run:?} is not in normalized_metadata_by_run: no enrollment deadline"
+                ));
+            }
+            run_deadline(
+                meta,
+                &format!("normalized_metadata_by_run[{run:?}].enroll_by_date"),
+                warnings,
+            )
+        }
+        None => {
+            let (deadline, w) = advertised();
+            warnings.extend(w);
+            deadline
+        }
+    }
+}
+
+/// Decides whether `assignment` expires at `now` under `policy`.
+///
+/// Only `allocated` assignments of active configurations can expire. Unparseable dates never
+/// abort: they count as "no date" and are reported in [`Decision::warnings`].
+pub fn evaluate(
+    assignment: &Assignment,
+    context: &Context,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Decision {
+    if assignment.state != AssignmentState::Allocated {
+        return Decision::keep(&assignment.uuid, None, Vec::new());
+    }
+    if !context.configuration_active {
+        let warning = "assignment configuration is inactive: never scanned for expiry".to_owned();
+        return Decision::keep(&assignment.uuid, None, vec![warning]);
+    }
+    let mut warnings = Vec::new();
+    let candidates = Candidates::compute(assignment, context, policy, now, &mut warnings);
+    let earliest = candidates.earliest(policy.combination);
+    let reason = match policy.combination {
+        Combination::FirstMatch => candidates
+            .ordered(Combination::FirstMatch)
+            .into_iter()
+            .find(|(date, _)| date.is_some_and(|d| policy.has_passed(d, now)))
+            .map(|(_, reason)| reason),
+        Combination::Earliest => policy
+            .has_passed(earliest.date, now)
+            .then_some(earliest.reason),
+    };
+    let Some(reason) = reason else {
+        return Decision::keep(&assignment.uuid, Some(earliest), warnings);
+    };
+    let scrub_pii =
+        policy.scrub == ScrubTiming::ImmediatelyForNinetyDays && reason == Reason::NinetyDaysPassed;
+    let browse_and_request = assignment.has_credit_request && policy.kind_links_credit_requests();
+    Decision {
+        uuid: assignment.uuid.clone(),
+        expire: true,
+        reason: Some(reason),
+        new_state: Some(policy.expired_state),
+        expired_at: policy.stamps_expired_at.then_some(now),
+        scrub_pii,
+        // A unique tombstone needs a nonce, which `evaluate` does not take (it stays a pure
+        // function of its inputs): the caller draws one with `tombstone_email`.
+        tombstone: (scrub_pii && policy.tombstone == Tombstone::Fixed)
+            .then(|| crate::model::FIXED_TOMBSTONE.to_owned()),
+        email: Some(if browse_and_request {
+            ExpiryEmail::BrowseAndRequest
+        } else {
+            ExpiryEmail::Regular
+        }),
+        action_on_email_success: Some(policy.success_action),
+        expire_credit_request: browse_and_request,
+        earliest_possible_expiration: Some(earliest),
+        warnings,
+    }
+}
+
+impl Policy {
+    /// Whether this policy knows Browse & Request credit requests (the ADR era predates them).
+    fn kind_links_credit_requests(&self) -> bool {
+        self.enrollment_source == EnrollmentSource::Strategies
+    }
+}
+
+/// What the PII job does with one assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PiiDecision {
+    /// The assignment's id.
+    pub uuid: String,
+    /// The tombstone to write on the row and its history, or `None` to leave it.
+    pub tombstone: Option<String>,
+    /// Why it was left, when it was.
+    pub skipped_because: Option<&'static str>,
+}
+
+/// The current policy's daily PII job for one assignment (reference §4.6): scrub an expired
+/// assignment's email once its expiration email was delivered, when the recomputed earliest
+/// reason is the 90-day one.
+pub fn pii_job_decision(
+    assignment: &Assignment,
+    context: &Context,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    nonce: &mut dyn NonceSource,
+) -> PiiDecision {
+    let skip = |why: &'static str| PiiDecision {
+        uuid: assignment.uuid.clone(),
+        tombstone: None,
+        skipped_because: Some(why),
+    };
+    if !context.configuration_active {
+        return skip("configuration inactive");
+    }
+    if assignment.state != AssignmentState::Expired || assignment.expired_at.is_none() {
+        return skip("not expired");
+    }
+    if assignment.learner_email.starts_with(TOMBSTONE_PREFIX) {
+        return skip("already scrubbed");
+    }
+    if assignment.last_successful(ActionType::Expired).is_none() {
+        return skip("expiration email not delivered");
+    }
+    let mut warnings = Vec::new();
+    let candidates = Candidates::compute(assignment, context, policy, now, &mut warnings);
+    if candidates.earliest(Combination::Earliest).reason != Reason::NinetyDaysPassed {
+        return skip("earliest expiration reason is not NINETY_DAYS_PASSED");
+    }
+    PiiDecision {
+        uuid: assignment.uuid.clone(),
+        tombstone: Some(tombstone_email(Tombstone::Unique, nonce)),
+        skipped_because: None,
+    }
+}
+
+/// One email to tombstone for a retired learner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scrub {
+    /// The assignment's id.
+    pub uuid: String,
+    /// The unique tombstone to write on the row, its history and its actions.
+    pub tombstone: String,
+}
+
+/// Every assignment of a retired learner, in any state (upstream never scrubs accepted,
+/// cancelled or errored rows), matched by `lms_user_id` or case-insensitively by email, gets a
+/// unique tombstone. Already scrubbed rows are left alone, so the call is safe to repeat.
+pub fn scrub_for_retired_learner(
+    assignments: &[Assignment],
+    email: &str,
+    lms_user_id: Option<i64>,
+    nonce: &mut dyn NonceSource,
+) -> Vec<Scrub> {
+    let email = email.to_lowercase();
+    assignments
+        .iter()
+        .filter(|a| !a.learner_email.starts_with(TOMBSTONE_PREFIX))
+        .filter(|a| {
+            (lms_user_id.is_some() && a.lms_user_id == lms_user_id)
+                || (!email.is_empty() && a.learner_email.to_lowercase() == email)
+        })
+        .map(|a| Scrub {
+            uuid: a.uuid.clone(),
+            tombstone: tombstone_email(Tombstone::Unique, nonce),
+        })
+        .collect()
+}
