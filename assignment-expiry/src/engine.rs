@@ -133,7 +133,13 @@ impl Candidates {
     }
 }
 
-fn parse_or_warn(raw: &str, what: &str, warnings: &mut Vec<String>) -> Option<DateTime<Utc>> {
+/// Parses `raw`, or records a warning naming the field (`what` is only built on failure: this
+/// runs for every candidate of every assignment).
+fn parse_or_warn(
+    raw: &str,
+    what: impl std::fmt::Display,
+    warnings: &mut Vec<String>,
+) -> Option<DateTime<Utc>> {
     let parsed = parse_upstream_datetime(raw);
     if parsed.is_none() {
         warnings.push(format!(
@@ -144,9 +150,18 @@ fn parse_or_warn(raw: &str, what: &str, warnings: &mut Vec<String>) -> Option<Da
     parsed
 }
 
+/// The `enroll_by_date` field of one run, named for warnings.
+struct RunField<'a>(&'a str);
+
+impl std::fmt::Display for RunField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "normalized_metadata_by_run[{:?}].enroll_by_date", self.0)
+    }
+}
+
 fn run_deadline(
     run: Option<&RunMetadata>,
-    what: &str,
+    what: impl std::fmt::Display,
     warnings: &mut Vec<String>,
 ) -> Option<DateTime<Utc>> {
     run.and_then(|r| r.enroll_by_date.as_deref())
@@ -190,13 +205,7 @@ fn enrollment_deadline(
         let latest = metadata
             .normalized_metadata_by_run
             .iter()
-            .filter_map(|(run, meta)| {
-                run_deadline(
-                    Some(meta),
-                    &format!("normalized_metadata_by_run[{run:?}].enroll_by_date"),
-                    warnings,
-                )
-            })
+            .filter_map(|(run, meta)| run_deadline(Some(meta), RunField(run), warnings))
             .max();
         if let Some(latest) = latest
             && latest > now
@@ -212,11 +221,7 @@ fn enrollment_deadline(
                     "preferred run {run:?} is not in normalized_metadata_by_run: no enrollment deadline"
                 ));
             }
-            run_deadline(
-                meta,
-                &format!("normalized_metadata_by_run[{run:?}].enroll_by_date"),
-                warnings,
-            )
+            run_deadline(meta, RunField(run), warnings)
         }
         None => {
             let (deadline, w) = advertised();

@@ -124,7 +124,13 @@ fn run_table(kind: PolicyKind, rows: Vec<Row>) {
         let d = evaluate(&r.assignment, &r.context, &policy, r.now);
         assert_eq!(d.expire, r.reason.is_some(), "{}: expire", r.name);
         assert_eq!(d.reason, r.reason, "{}: reason", r.name);
-        assert_eq!(!d.warnings.is_empty(), r.warns, "{}: warnings {:?}", r.name, d.warnings);
+        assert_eq!(
+            !d.warnings.is_empty(),
+            r.warns,
+            "{}: warnings {:?}",
+            r.name,
+            d.warnings
+        );
         if let Some((date, reason)) = r.earliest {
             let e = d.earliest_possible_expiration.expect(r.name);
             assert_eq!((e.date, e.reason), (date, reason), "{}: earliest", r.name);
@@ -151,26 +157,49 @@ fn non_expirable_rows() -> Vec<Row> {
         AssignmentState::Reversed,
     ]
     .into_iter()
-    .map(|state| row("non-expirable state, long past every date", day(400), None).a(move |a| a.state = state))
+    .map(|state| {
+        row("non-expirable state, long past every date", day(400), None).a(move |a| a.state = state)
+    })
     .collect()
 }
 
 #[test]
 fn adr_0016_acceptance_table() {
     let mut rows = vec![
-        row("no notification: exactly 90 days after created does not expire", day(90), None)
-            .earliest(day(90), NINETY),
-        row("no notification: one second past 90 days expires", sec(day(90), 1), Some(NINETY)),
-        row("no notification: one second before 90 days keeps", sec(day(90), -1), None)
-            .earliest(day(90), NINETY),
+        row(
+            "no notification: exactly 90 days after created does not expire",
+            day(90),
+            None,
+        )
+        .earliest(day(90), NINETY),
+        row(
+            "no notification: one second past 90 days expires",
+            sec(day(90), 1),
+            Some(NINETY),
+        ),
+        row(
+            "no notification: one second before 90 days keeps",
+            sec(day(90), -1),
+            None,
+        )
+        .earliest(day(90), NINETY),
         row("notified on day 10: day 95 keeps", day(95), None)
             .a(|a| a.actions = vec![action(ActionType::Notified, day(10), None)])
             .earliest(day(100), NINETY),
-        row("notified on day 10: one second past day 100 expires", sec(day(100), 1), Some(NINETY))
-            .a(|a| a.actions = vec![action(ActionType::Notified, day(10), None)]),
+        row(
+            "notified on day 10: one second past day 100 expires",
+            sec(day(100), 1),
+            Some(NINETY),
+        )
+        .a(|a| a.actions = vec![action(ActionType::Notified, day(10), None)]),
         row("notified on day 10: exactly day 100 keeps", day(100), None)
             .a(|a| a.actions = vec![action(ActionType::Notified, day(10), None)]),
-        row("a reminder never resets the clock", sec(day(100), 1), Some(NINETY)).a(|a| {
+        row(
+            "a reminder never resets the clock",
+            sec(day(100), 1),
+            Some(NINETY),
+        )
+        .a(|a| {
             a.actions = vec![
                 action(ActionType::Notified, day(10), None),
                 action(ActionType::Reminded, day(50), None),
@@ -184,14 +213,29 @@ fn adr_0016_acceptance_table() {
                 ]
             })
             .earliest(day(150), NINETY),
-        row("an errored notification does not count", sec(day(100), 1), Some(NINETY)).a(|a| {
+        row(
+            "an errored notification does not count",
+            sec(day(100), 1),
+            Some(NINETY),
+        )
+        .a(|a| {
             a.actions = vec![
                 action(ActionType::Notified, day(10), None),
                 action(ActionType::Notified, day(60), Some(ErrorReason::EmailError)),
             ]
         }),
-        row("only an errored notification: falls back to created", sec(day(90), 1), Some(NINETY))
-            .a(|a| a.actions = vec![action(ActionType::Notified, day(60), Some(ErrorReason::EmailError))]),
+        row(
+            "only an errored notification: falls back to created",
+            sec(day(90), 1),
+            Some(NINETY),
+        )
+        .a(|a| {
+            a.actions = vec![action(
+                ActionType::Notified,
+                day(60),
+                Some(ErrorReason::EmailError),
+            )]
+        }),
         row("enrollment deadline passed", sec(day(30), 1), Some(ENROLL))
             .c(|c| c.enrollment = deadline(&fmt(day(30)))),
         row("enrollment deadline exactly now keeps", day(30), None)
@@ -202,41 +246,86 @@ fn adr_0016_acceptance_table() {
         row("subsidy expiring exactly now keeps", day(20), None)
             .c(|c| c.subsidy_expiration = Some(fmt(day(20))))
             .earliest(day(20), SUBSIDY),
-        row("first match: 90 days wins over an earlier subsidy date", day(91), Some(NINETY))
-            .c(|c| c.subsidy_expiration = Some(fmt(day(20)))),
-        row("first match: enrollment wins over an earlier subsidy date", day(50), Some(ENROLL)).c(|c| {
+        row(
+            "first match: 90 days wins over an earlier subsidy date",
+            day(91),
+            Some(NINETY),
+        )
+        .c(|c| c.subsidy_expiration = Some(fmt(day(20)))),
+        row(
+            "first match: enrollment wins over an earlier subsidy date",
+            day(50),
+            Some(ENROLL),
+        )
+        .c(|c| {
             c.enrollment = deadline(&fmt(day(40)));
             c.subsidy_expiration = Some(fmt(day(20)));
         }),
-        row("tie of 90 days and enrollment: 90 days", sec(day(90), 1), Some(NINETY))
-            .c(|c| c.enrollment = deadline(&fmt(day(90)))),
-        row("tie before it passes: earliest reason is 90 days", day(10), None)
-            .c(|c| c.enrollment = deadline(&fmt(day(90))))
-            .earliest(day(90), NINETY),
+        row(
+            "tie of 90 days and enrollment: 90 days",
+            sec(day(90), 1),
+            Some(NINETY),
+        )
+        .c(|c| c.enrollment = deadline(&fmt(day(90)))),
+        row(
+            "tie before it passes: earliest reason is 90 days",
+            day(10),
+            None,
+        )
+        .c(|c| c.enrollment = deadline(&fmt(day(90))))
+        .earliest(day(90), NINETY),
         row("tie of enrollment and subsidy: enrollment", day(10), None)
             .c(|c| {
                 c.enrollment = deadline(&fmt(day(40)));
                 c.subsidy_expiration = Some(fmt(day(40)));
             })
             .earliest(day(40), ENROLL),
-        row("unparseable deadline is no deadline, with a warning", day(60), None)
-            .c(|c| c.enrollment = deadline("01/31/2024"))
-            .warns(),
-        row("unparseable subsidy never aborts; 90 days still expires", day(91), Some(NINETY))
-            .c(|c| c.subsidy_expiration = Some("soon".into()))
-            .warns(),
-        row("ADR reads the advertised run only, ignoring the preferred run", sec(day(30), 1), Some(ENROLL))
-            .a(|a| a.preferred_course_run_key = Some("run2".into()))
-            .c(|c| c.enrollment = metadata(Some(&fmt(day(30))), &[("run2", &fmt(day(200)))])),
-        row("space-separated format is accepted", sec(day(30), 1), Some(ENROLL))
-            .c(|c| c.enrollment = deadline("2024-01-31 00:00:00Z")),
-        row("fractional seconds are accepted", sec(day(30), 1), Some(ENROLL))
-            .c(|c| c.enrollment = deadline("2024-01-31T00:00:00.123456Z")),
-        row("seven fraction digits are not an upstream format", sec(day(30), 1), None)
-            .c(|c| c.enrollment = deadline("2024-01-31T00:00:00.1234567Z"))
-            .warns(),
-        row("no metadata for the content: no enrollment candidate", sec(day(30), 1), None)
-            .c(|c| c.enrollment = Enrollment::Metadata(None)),
+        row(
+            "unparseable deadline is no deadline, with a warning",
+            day(60),
+            None,
+        )
+        .c(|c| c.enrollment = deadline("01/31/2024"))
+        .warns(),
+        row(
+            "unparseable subsidy never aborts; 90 days still expires",
+            day(91),
+            Some(NINETY),
+        )
+        .c(|c| c.subsidy_expiration = Some("soon".into()))
+        .warns(),
+        row(
+            "ADR reads the advertised run only, ignoring the preferred run",
+            sec(day(30), 1),
+            Some(ENROLL),
+        )
+        .a(|a| a.preferred_course_run_key = Some("run2".into()))
+        .c(|c| c.enrollment = metadata(Some(&fmt(day(30))), &[("run2", &fmt(day(200)))])),
+        row(
+            "space-separated format is accepted",
+            sec(day(30), 1),
+            Some(ENROLL),
+        )
+        .c(|c| c.enrollment = deadline("2024-01-31 00:00:00Z")),
+        row(
+            "fractional seconds are accepted",
+            sec(day(30), 1),
+            Some(ENROLL),
+        )
+        .c(|c| c.enrollment = deadline("2024-01-31T00:00:00.123456Z")),
+        row(
+            "seven fraction digits are not an upstream format",
+            sec(day(30), 1),
+            None,
+        )
+        .c(|c| c.enrollment = deadline("2024-01-31T00:00:00.1234567Z"))
+        .warns(),
+        row(
+            "no metadata for the content: no enrollment candidate",
+            sec(day(30), 1),
+            None,
+        )
+        .c(|c| c.enrollment = Enrollment::Metadata(None)),
         row("inactive configuration is never expired", day(400), None)
             .c(|c| c.configuration_active = false)
             .warns(),
@@ -251,70 +340,134 @@ fn current_policy_acceptance_table() {
         a.actions = vec![action(ActionType::Notified, day(100), None)];
     };
     let mut rows = vec![
-        row("anchor is allocated_at: exactly 90 days expires", day(120), Some(NINETY))
-            .a(|a| a.allocated_at = day(30)),
-        row("one second before 90 days after allocated_at keeps", sec(day(120), -1), None)
-            .a(|a| a.allocated_at = day(30))
-            .earliest(day(120), NINETY),
-        row("a later notification does not move the clock", day(90), Some(NINETY)).a(notified_late),
+        row(
+            "anchor is allocated_at: exactly 90 days expires",
+            day(120),
+            Some(NINETY),
+        )
+        .a(|a| a.allocated_at = day(30)),
+        row(
+            "one second before 90 days after allocated_at keeps",
+            sec(day(120), -1),
+            None,
+        )
+        .a(|a| a.allocated_at = day(30))
+        .earliest(day(120), NINETY),
+        row(
+            "a later notification does not move the clock",
+            day(90),
+            Some(NINETY),
+        )
+        .a(notified_late),
         row("a reminder does not move the clock", day(90), Some(NINETY))
             .a(|a| a.actions = vec![action(ActionType::Reminded, day(80), None)]),
-        row("earliest wins: subsidy before 90 days", day(95), Some(SUBSIDY))
-            .c(|c| c.subsidy_expiration = Some(fmt(day(20)))),
-        row("earliest wins: enrollment before subsidy", day(61), Some(ENROLL)).c(|c| {
+        row(
+            "earliest wins: subsidy before 90 days",
+            day(95),
+            Some(SUBSIDY),
+        )
+        .c(|c| c.subsidy_expiration = Some(fmt(day(20)))),
+        row(
+            "earliest wins: enrollment before subsidy",
+            day(61),
+            Some(ENROLL),
+        )
+        .c(|c| {
             c.enrollment = deadline(&fmt(day(30)));
             c.subsidy_expiration = Some(fmt(day(60)));
         }),
-        row("tie of subsidy and enrollment: subsidy", day(30), Some(SUBSIDY)).c(|c| {
+        row(
+            "tie of subsidy and enrollment: subsidy",
+            day(30),
+            Some(SUBSIDY),
+        )
+        .c(|c| {
             c.enrollment = deadline(&fmt(day(30)));
             c.subsidy_expiration = Some(fmt(day(30)));
         }),
-        row("tie of enrollment and 90 days: enrollment", day(90), Some(ENROLL))
-            .c(|c| c.enrollment = deadline(&fmt(day(90)))),
-        row("tie of subsidy and 90 days: subsidy", day(90), Some(SUBSIDY))
-            .c(|c| c.subsidy_expiration = Some(fmt(day(90)))),
+        row(
+            "tie of enrollment and 90 days: enrollment",
+            day(90),
+            Some(ENROLL),
+        )
+        .c(|c| c.enrollment = deadline(&fmt(day(90)))),
+        row(
+            "tie of subsidy and 90 days: subsidy",
+            day(90),
+            Some(SUBSIDY),
+        )
+        .c(|c| c.subsidy_expiration = Some(fmt(day(90)))),
         row("the boundary instant expires", day(30), Some(ENROLL))
             .c(|c| c.enrollment = deadline(&fmt(day(30)))),
-        row("one second before the deadline keeps", sec(day(30), -1), None)
-            .c(|c| c.enrollment = deadline(&fmt(day(30))))
-            .earliest(day(30), ENROLL),
-        row("preferred run's deadline is used", sec(day(30), 1), Some(ENROLL))
-            .a(|a| a.preferred_course_run_key = Some("run1".into()))
-            .c(|c| c.enrollment = metadata(Some(&fmt(day(200))), &[("run1", &fmt(day(30)))])),
-        row("preferred run missing: no deadline, no fallback to the advertised run", day(31), None)
-            .a(|a| a.preferred_course_run_key = Some("gone".into()))
-            .c(|c| c.enrollment = metadata(Some(&fmt(day(10))), &[("run1", &fmt(day(30)))]))
-            .warns()
-            .earliest(day(90), NINETY),
-        row("no preferred run: the advertised run's deadline", day(11), Some(ENROLL))
-            .c(|c| c.enrollment = metadata(Some(&fmt(day(10))), &[])),
+        row(
+            "one second before the deadline keeps",
+            sec(day(30), -1),
+            None,
+        )
+        .c(|c| c.enrollment = deadline(&fmt(day(30))))
+        .earliest(day(30), ENROLL),
+        row(
+            "preferred run's deadline is used",
+            sec(day(30), 1),
+            Some(ENROLL),
+        )
+        .a(|a| a.preferred_course_run_key = Some("run1".into()))
+        .c(|c| c.enrollment = metadata(Some(&fmt(day(200))), &[("run1", &fmt(day(30)))])),
+        row(
+            "preferred run missing: no deadline, no fallback to the advertised run",
+            day(31),
+            None,
+        )
+        .a(|a| a.preferred_course_run_key = Some("gone".into()))
+        .c(|c| c.enrollment = metadata(Some(&fmt(day(10))), &[("run1", &fmt(day(30)))]))
+        .warns()
+        .earliest(day(90), NINETY),
+        row(
+            "no preferred run: the advertised run's deadline",
+            day(11),
+            Some(ENROLL),
+        )
+        .c(|c| c.enrollment = metadata(Some(&fmt(day(10))), &[])),
         row("credit request: the latest future run wins", day(20), None)
             .a(|a| {
                 a.has_credit_request = true;
                 a.preferred_course_run_key = Some("run1".into());
             })
-            .c(|c| c.enrollment = metadata(None, &[("run1", &fmt(day(10))), ("run2", &fmt(day(200)))]))
-            .earliest(day(90), NINETY),
-        row("credit request, every run past: falls back to the preferred run", day(20), Some(ENROLL))
-            .a(|a| {
-                a.has_credit_request = true;
-                a.preferred_course_run_key = Some("run1".into());
+            .c(|c| {
+                c.enrollment = metadata(None, &[("run1", &fmt(day(10))), ("run2", &fmt(day(200)))])
             })
-            .c(|c| c.enrollment = metadata(None, &[("run1", &fmt(day(10))), ("run2", &fmt(day(15)))])),
-        row("credit request: an unparseable run date is skipped, not fatal", day(20), None)
-            .a(|a| a.has_credit_request = true)
-            .c(|c| c.enrollment = metadata(None, &[("bad", "next week"), ("run2", &fmt(day(200)))]))
-            .warns()
             .earliest(day(90), NINETY),
-        row("unparseable preferred-run deadline: no deadline", day(31), None)
-            .a(|a| a.preferred_course_run_key = Some("run1".into()))
-            .c(|c| c.enrollment = metadata(None, &[("run1", "2024-13-45T00:00:00Z")]))
-            .warns(),
+        row(
+            "credit request, every run past: falls back to the preferred run",
+            day(20),
+            Some(ENROLL),
+        )
+        .a(|a| {
+            a.has_credit_request = true;
+            a.preferred_course_run_key = Some("run1".into());
+        })
+        .c(|c| c.enrollment = metadata(None, &[("run1", &fmt(day(10))), ("run2", &fmt(day(15)))])),
+        row(
+            "credit request: an unparseable run date is skipped, not fatal",
+            day(20),
+            None,
+        )
+        .a(|a| a.has_credit_request = true)
+        .c(|c| c.enrollment = metadata(None, &[("bad", "next week"), ("run2", &fmt(day(200)))]))
+        .warns()
+        .earliest(day(90), NINETY),
+        row(
+            "unparseable preferred-run deadline: no deadline",
+            day(31),
+            None,
+        )
+        .a(|a| a.preferred_course_run_key = Some("run1".into()))
+        .c(|c| c.enrollment = metadata(None, &[("run1", "2024-13-45T00:00:00Z")]))
+        .warns(),
         row("unparseable subsidy never aborts", day(90), Some(NINETY))
             .c(|c| c.subsidy_expiration = Some("2024/02/01".into()))
             .warns(),
-        row("no subsidy record: only 90 days", sec(day(90), -1), None)
-            .earliest(day(90), NINETY),
+        row("no subsidy record: only 90 days", sec(day(90), -1), None).earliest(day(90), NINETY),
         row("space format with fraction", day(31), Some(ENROLL))
             .c(|c| c.enrollment = deadline("2024-01-31 00:00:00.5Z")),
         row("a re-allocation resets the clock", day(100), None)
@@ -335,7 +488,10 @@ fn adr_expiry_cancels_and_scrubs_at_once_for_ninety_days_only() {
     assert_eq!(d.new_state, Some(AssignmentState::Cancelled));
     assert!(d.scrub_pii);
     assert_eq!(d.tombstone.as_deref(), Some("retired_user@retired.invalid"));
-    assert_eq!(d.action_on_email_success, Some(ActionType::AutomaticCancellation));
+    assert_eq!(
+        d.action_on_email_success,
+        Some(ActionType::AutomaticCancellation)
+    );
     assert_eq!(d.expired_at, None);
     let mut c = ctx();
     c.subsidy_expiration = Some(fmt(day(5)));
@@ -357,14 +513,20 @@ fn current_expiry_stamps_expired_at_and_leaves_scrubbing_to_the_pii_job() {
     assert!(d.expire_credit_request);
     assert_eq!(d.action_on_email_success, Some(ActionType::Expired));
     a.has_credit_request = false;
-    assert_eq!(evaluate(&a, &ctx(), &policy, day(90)).email, Some(ExpiryEmail::Regular));
+    assert_eq!(
+        evaluate(&a, &ctx(), &policy, day(90)).email,
+        Some(ExpiryEmail::Regular)
+    );
 }
 
 #[test]
 fn max_age_is_a_policy_parameter() {
     let mut policy = Policy::named(PolicyKind::Current);
     policy.max_age = TimeDelta::days(30);
-    assert_eq!(evaluate(&base(), &ctx(), &policy, day(30)).reason, Some(NINETY));
+    assert_eq!(
+        evaluate(&base(), &ctx(), &policy, day(30)).reason,
+        Some(NINETY)
+    );
     assert!(!evaluate(&base(), &ctx(), &policy, sec(day(30), -1)).expire);
 }
 
@@ -381,10 +543,23 @@ fn expired(email: &str) -> Assignment {
 fn pii_job_scrubs_only_delivered_ninety_day_expiries() {
     let policy = Policy::named(PolicyKind::Current);
     let mut nonce = || 0xdead_beef_u64;
-    let d = pii_job_decision(&expired("l@example.com"), &ctx(), &policy, day(91), &mut nonce);
-    assert_eq!(d.tombstone.as_deref(), Some("retired_user00000000deadbeef@retired.invalid"));
+    let d = pii_job_decision(
+        &expired("l@example.com"),
+        &ctx(),
+        &policy,
+        day(91),
+        &mut nonce,
+    );
+    assert_eq!(
+        d.tombstone.as_deref(),
+        Some("retired_user00000000deadbeef@retired.invalid")
+    );
     let cases: Vec<(Assignment, Context, &str)> = vec![
-        (expired("retired_user0123456789abcdef@retired.invalid"), ctx(), "already scrubbed"),
+        (
+            expired("retired_user0123456789abcdef@retired.invalid"),
+            ctx(),
+            "already scrubbed",
+        ),
         (
             {
                 let mut a = expired("l@example.com");
@@ -495,9 +670,17 @@ fn line_errors_never_quote_values() {
     assert!(!e.contains("secret@example.com"), "{e}");
     assert!(e.contains("invalid assignment line"), "{e}");
     let both = r#"{"uuid": "u", "state": "allocated", "learner_email": "x@y.z", "created": "2024-01-01T00:00:00Z", "allocated_at": "2024-01-01T00:00:00Z", "enrollment_deadline": "2024-01-01T00:00:00Z", "content_metadata": {}}"#;
-    assert_eq!(parse_line(both).unwrap_err(), ExpiryError::BothEnrollmentSources);
+    assert_eq!(
+        parse_line(both).unwrap_err(),
+        ExpiryError::BothEnrollmentSources
+    );
     let unknown = r#"{"uuid": "u", "state": "allocated", "learner_email": "x@y.z", "created": "2024-01-01T00:00:00Z", "allocated_at": "2024-01-01T00:00:00Z", "colour": 1}"#;
-    assert!(parse_line(unknown).unwrap_err().to_string().contains("colour"));
+    assert!(
+        parse_line(unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("colour")
+    );
     assert!(parse_policy("adr-0016").is_ok() && parse_policy("nope").is_err());
 }
 

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Expire stale enterprise content assignments and scrub learners' emails.
 #[derive(Debug, Parser)]
-#[command(name = "expire-assignments", version)]
+#[command(name = "expire-assignments", version, term_width = 100)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
