@@ -8,7 +8,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use divan::Bencher;
 use divan::counter::ItemsCount;
 use retirement_core::{
@@ -39,6 +39,24 @@ fn forward_chain(table: &StateTable) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A learner freshly queued in PENDING.
+fn pending_learner(table: &StateTable, now: DateTime<Utc>) -> Retirement {
+    Retirement::create(
+        RetirementId(1),
+        None,
+        OriginalIdentity {
+            username: "u".into(),
+            email: "e@example.invalid".into(),
+            name: String::new(),
+        },
+        "retired__user_x".into(),
+        "retired__user_x@retired.invalid".into(),
+        table,
+        now,
+    )
+    .expect("the table has an initial state")
+}
+
 #[divan::bench]
 fn check_advance(bencher: Bencher) {
     let table = StateTable::upstream_default();
@@ -57,20 +75,7 @@ fn advance_with_log(bencher: Bencher) {
     let table = StateTable::upstream_default();
     let names = success_path(&table);
     let now = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
-    let fresh = Retirement::create(
-        RetirementId(1),
-        None,
-        OriginalIdentity {
-            username: "u".into(),
-            email: "e@example.invalid".into(),
-            name: String::new(),
-        },
-        "retired__user_x".into(),
-        "retired__user_x@retired.invalid".into(),
-        &table,
-        now,
-    )
-    .unwrap();
+    let fresh = pending_learner(&table, now);
     bencher
         .counter(ItemsCount::new(names.len() - 1))
         .with_inputs(|| fresh.clone())
@@ -89,20 +94,7 @@ fn full_pipeline_plan(bencher: Bencher) {
     let (table, pipeline) = Pipeline::six_stage_example();
     let pipeline = Arc::new(pipeline);
     let now = Utc.with_ymd_and_hms(2024, 6, 1, 0, 0, 0).unwrap();
-    let record = Retirement::create(
-        RetirementId(1),
-        None,
-        OriginalIdentity {
-            username: "u".into(),
-            email: "e@example.invalid".into(),
-            name: String::new(),
-        },
-        "retired__user_x".into(),
-        "retired__user_x@retired.invalid".into(),
-        &table,
-        now,
-    )
-    .unwrap();
+    let record = pending_learner(&table, now);
     let options = DriverOptions::default();
     bencher.counter(ItemsCount::new(1usize)).bench_local(|| {
         let mut machine = Machine::start(
