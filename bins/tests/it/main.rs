@@ -33,6 +33,20 @@ fn expire_assignments(args: &[&str], stdin: &str) -> Run {
 
 const FIXTURE: &str = include_str!("fixtures/assignments.jsonl");
 
+/// `evaluate` of the fixture file at 2024-06-01 under `policy`.
+fn evaluate_fixture(policy: &str) -> Run {
+    expire_assignments(
+        &[
+            "evaluate",
+            "--policy",
+            policy,
+            "--now",
+            "2024-06-01T00:00:00Z",
+        ],
+        FIXTURE,
+    )
+}
+
 #[test]
 fn evaluate_adr_0016_fixture() {
     let run = expire_assignments(
