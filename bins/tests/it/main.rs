@@ -49,16 +49,7 @@ fn evaluate_fixture(policy: &str) -> Run {
 
 #[test]
 fn evaluate_adr_0016_fixture() {
-    let run = expire_assignments(
-        &[
-            "evaluate",
-            "--policy",
-            "adr-0016",
-            "--now",
-            "2024-06-01T00:00:00Z",
-        ],
-        FIXTURE,
-    );
+    let run = evaluate_fixture("adr-0016");
     assert_eq!(
         run.code,
         Some(1),
@@ -75,32 +66,14 @@ fn evaluate_adr_0016_fixture() {
 
 #[test]
 fn evaluate_current_fixture() {
-    let run = expire_assignments(
-        &[
-            "evaluate",
-            "--policy",
-            "current",
-            "--now",
-            "2024-06-01T00:00:00Z",
-        ],
-        FIXTURE,
-    );
+    let run = evaluate_fixture("current");
     assert_eq!(run.code, Some(1));
     insta::assert_snapshot!(run.stdout);
 }
 
 #[test]
 fn errors_and_output_never_carry_learner_emails() {
-    let run = expire_assignments(
-        &[
-            "evaluate",
-            "--policy",
-            "current",
-            "--now",
-            "2024-06-01T00:00:00Z",
-        ],
-        FIXTURE,
-    );
+    let run = evaluate_fixture("current");
     for email in [
         "ninety@",
         "enroll@",
