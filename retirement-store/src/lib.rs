@@ -1,9 +1,40 @@
 //! Persistence for retirement statuses, their logs and the assignment tables.
 //!
-//! This crate will hold every line of SQL in the workspace: diesel-backed storage with SQLite as
-//! the embedded default and PostgreSQL or MySQL/MariaDB for deployments that share one queue
-//! between several workers, plus fenced leases so two workers never act on one learner at once.
-//! It is filled by the persistence issue; for now it only fixes the workspace layout.
+//! [`DieselStore`] holds every line of SQL in the workspace. It speaks SQLite (bundled: the
+//! embedded default), PostgreSQL and MySQL/MariaDB, chosen by URL (`sqlite://PATH`,
+//! `postgres://…`, `mysql://…`), through diesel's query builder and diesel-async's pure-Rust
+//! clients: no libpq, libmysqlclient or system SQLite is needed to build or run.
+//!
+//! - [`RetirementStore`] is the trait the driver and admin commands use; `retirement-http`
+//!   implements it over a real Open edX LMS. Every method is one transaction that enforces
+//!   `retirement-core`'s rules.
+//! - Leases with fencing let several processes share one queue: [`RetirementStore::claim`]
+//!   sets owner, expiry and a new attempt number; every write-back carries the [`Lease`] and
+//!   fails with [`StoreError::LeaseLost`] once the attempt moved on. No transaction is held
+//!   open across a remote call.
+//! - The assignment tables ([`DieselStore::import_assignments`],
+//!   [`DieselStore::expire_assignments`], …) stream with keyset pagination and scrub PII from
+//!   every table that held it, history included.
+//!
+//! Migrations are embedded per backend and applied only by an explicit
+//! [`DieselStore::migrate`]; [`DieselStore::connect`] refuses a schema that is behind.
 #![warn(missing_docs)]
 
+mod assignments;
+mod claim;
+mod conn;
+mod diesel_store;
+mod error;
+mod retirements;
+mod rows;
+mod schema;
+
+// pub use assignments::{ExpiryRunSummary, ImportSummary, PiiRunSummary, ScrubSummary};
+pub use conn::{BackendKind, StoreOptions};
+pub use diesel_store::DieselStore;
+pub use error::{Result, StoreError};
+pub use retirements::{
+    ClaimRequest, Claimed, Lease, MoveTarget, NewRetirement, QueueQuery, RetirementStore,
+    StateWindow,
+};
 pub use retirement_core;

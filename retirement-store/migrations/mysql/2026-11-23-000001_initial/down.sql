@@ -1,0 +1,9 @@
+DROP TABLE assignment_pii_history;
+DROP TABLE assignment_actions;
+DROP TABLE assignments;
+DROP TABLE content_metadata;
+DROP TABLE assignment_configurations;
+DROP TABLE retirement_requests;
+DROP TABLE retirement_log;
+DROP TABLE retirement_statuses;
+DROP TABLE retirement_states;

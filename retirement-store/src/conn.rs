@@ -1,0 +1,256 @@
+//! Connecting: URL parsing, pools, migrations and the schema check.
+
+use std::fmt;
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncMysqlConnection, AsyncPgConnection,
+    SimpleAsyncConnection,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::error::{Result, StoreError};
+
+/// SQLite behind diesel-async: each call runs on tokio's blocking pool.
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// Which database a store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// An embedded SQLite file (bundled SQLite; one process at a time).
+    Sqlite,
+    /// PostgreSQL, for several workers sharing one queue.
+    Postgres,
+    /// MySQL 8 or MariaDB 10.6+, for several workers sharing one queue.
+    Mysql,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Sqlite => "sqlite",
+            BackendKind::Postgres => "postgres",
+            BackendKind::Mysql => "mysql",
+        })
+    }
+}
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The most connections the pool opens (PostgreSQL and MySQL). SQLite always uses one: it
+    /// serialises writers anyway, and one connection means our own transactions never meet
+    /// "database is locked".
+    pub max_connections: u32,
+    /// How long to wait for a connection before failing.
+    pub connect_timeout: Duration,
+    /// SQLite's `busy_timeout`: how long a write waits for another process's lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub(crate) enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Postgres(Pool<AsyncPgConnection>),
+    Mysql(Pool<AsyncMysqlConnection>),
+}
+
+/// A store URL, parsed.
+#[derive(Clone)]
+pub(crate) struct StoreUrl {
+    pub(crate) kind: BackendKind,
+    /// What the driver gets: a file path for SQLite, the URL otherwise.
+    pub(crate) target: String,
+    /// The URL with any password replaced, for messages.
+    pub(crate) redacted: String,
+}
+
+impl StoreUrl {
+    pub(crate) fn parse(url: &str) -> Result<StoreUrl> {
+        let redacted = redact_password(url);
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(StoreError::InvalidArgument(
+                    "sqlite:// needs a file path, e.g. sqlite://retirement.db".into(),
+                ));
+            }
+            return Ok(StoreUrl {
+                kind: BackendKind::Sqlite,
+                target: path.to_owned(),
+                redacted,
+            });
+        }
+        let kind = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            BackendKind::Postgres
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            BackendKind::Mysql
+        } else {
+            return Err(StoreError::UnsupportedUrl { url: redacted });
+        };
+        let target = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_owned(),
+        };
+        Ok(StoreUrl {
+            kind,
+            target,
+            redacted,
+        })
+    }
+}
+
+/// `scheme://user:secret@host/db` → `scheme://user:***@host/db`.
+pub(crate) fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+pub(crate) async fn build_pools(url: &StoreUrl, options: &StoreOptions) -> Result<Pools> {
+    Ok(match url.kind {
+        BackendKind::Sqlite => {
+            let busy_ms = options.sqlite_busy_timeout.as_millis();
+            let mut config = ManagerConfig::<SqliteConn>::default();
+            config.custom_setup = Box::new(move |path| {
+                let path = path.to_owned();
+                Box::pin(async move {
+                    let mut conn = SqliteConn::establish(&path).await?;
+                    // busy_timeout first, so switching to WAL already waits for other
+                    // processes; then WAL so readers never block the writer.
+                    conn.batch_execute(&format!(
+                        "PRAGMA busy_timeout = {busy_ms}; PRAGMA journal_mode = WAL; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+                    ))
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                    Ok(conn)
+                })
+            });
+            let manager = AsyncDieselConnectionManager::new_with_config(&url.target, config);
+            let pool = Pool::builder()
+                .max_size(1)
+                // An in-memory database lives as long as its one connection: never recycle it.
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connection_timeout(options.connect_timeout)
+                .build(manager)
+                .await
+                .map_err(StoreError::connection)?;
+            Pools::Sqlite(pool)
+        }
+        BackendKind::Postgres => {
+            let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(&url.target);
+            Pools::Postgres(
+                Pool::builder()
+                    .max_size(options.max_connections.max(1))
+                    .connection_timeout(options.connect_timeout)
+                    .build(manager)
+                    .await
+                    .map_err(StoreError::connection)?,
+            )
+        }
+        BackendKind::Mysql => {
+            let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(&url.target);
+            Pools::Mysql(
+                Pool::builder()
+                    .max_size(options.max_connections.max(1))
+                    .connection_timeout(options.connect_timeout)
+                    .build(manager)
+                    .await
+                    .map_err(StoreError::connection)?,
+            )
+        }
+    })
+}
+
+/// Runs (`apply`) or lists the pending migrations; returns their versions.
+pub(crate) async fn migrations(pools: &Pools, url: &StoreUrl, apply: bool) -> Result<Vec<String>> {
+    fn versions<DB: diesel::backend::Backend>(
+        list: Vec<Box<dyn diesel::migration::Migration<DB>>>,
+    ) -> Vec<String> {
+        list.iter().map(|m| m.name().version().to_string()).collect()
+    }
+    let migration_error = |e: Box<dyn std::error::Error + Send + Sync>| {
+        StoreError::Migration(e.to_string())
+    };
+    match pools {
+        Pools::Sqlite(pool) => {
+            let mut conn = pool.get().await.map_err(StoreError::connection)?;
+            conn.spawn_blocking(move |c| {
+                Ok(if apply {
+                    c.run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map(|done| done.iter().map(|v| v.to_string()).collect())
+                } else {
+                    c.pending_migrations(SQLITE_MIGRATIONS).map(versions)
+                })
+            })
+            .await?
+            .map_err(migration_error)
+        }
+        // The migration harness is synchronous: run it on a blocking thread over its own
+        // connection, so callers on any runtime flavour can migrate.
+        Pools::Postgres(_) => {
+            let conn = AsyncPgConnection::establish(&url.target)
+                .await
+                .map_err(StoreError::connection)?;
+            tokio::task::spawn_blocking(move || {
+                let mut harness = AsyncMigrationHarness::new(conn);
+                if apply {
+                    harness
+                        .run_pending_migrations(POSTGRES_MIGRATIONS)
+                        .map(|done| done.iter().map(|v| v.to_string()).collect())
+                } else {
+                    harness.pending_migrations(POSTGRES_MIGRATIONS).map(versions)
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?
+            .map_err(migration_error)
+        }
+        Pools::Mysql(_) => {
+            let conn = AsyncMysqlConnection::establish(&url.target)
+                .await
+                .map_err(StoreError::connection)?;
+            tokio::task::spawn_blocking(move || {
+                let mut harness = AsyncMigrationHarness::new(conn);
+                if apply {
+                    harness
+                        .run_pending_migrations(MYSQL_MIGRATIONS)
+                        .map(|done| done.iter().map(|v| v.to_string()).collect())
+                } else {
+                    harness.pending_migrations(MYSQL_MIGRATIONS).map(versions)
+                }
+            })
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))?
+            .map_err(migration_error)
+        }
+    }
+}

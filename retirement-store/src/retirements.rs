@@ -1,0 +1,242 @@
+//! The store trait the driver and admin commands use, and its argument types.
+//!
+//! [`crate::DieselStore`] implements it over SQL; `retirement-http` implements it over a real
+//! Open edX LMS. Callers hold `Arc<dyn RetirementStore>` and never see SQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use retirement_core::{
+    Actor, LogEntry, OriginalIdentity, Override, Pipeline, PENDING, RetiredIdConfig, Retirement,
+    RetirementId, StateTable, SyncPlan,
+};
+
+use crate::error::Result;
+
+/// A learner to enqueue: the originals plus their hashed identifiers.
+#[derive(Debug, Clone)]
+pub struct NewRetirement {
+    /// The LMS user id, when known.
+    pub lms_user_id: Option<i64>,
+    /// The originals (PII; `Debug` redacts them).
+    pub original: OriginalIdentity,
+    /// The hashed username.
+    pub retired_username: String,
+    /// The hashed email.
+    pub retired_email: String,
+}
+
+impl NewRetirement {
+    /// Hashes the originals with the newest salt, as upstream's `create_retirement` does.
+    pub fn new(
+        original: OriginalIdentity,
+        lms_user_id: Option<i64>,
+        ids: &RetiredIdConfig,
+    ) -> NewRetirement {
+        NewRetirement {
+            lms_user_id,
+            retired_username: ids.retired_username(&original.username),
+            retired_email: ids.retired_email(&original.email),
+            original,
+        }
+    }
+}
+
+/// A queue listing (upstream's `retirement_queue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueQuery {
+    /// The states to list; all must exist, none repeated.
+    pub states: Vec<String>,
+    /// Only learners requested strictly more than this many days ago.
+    pub cool_off_days: i64,
+    /// At most this many, lowest ids first.
+    pub limit: Option<i64>,
+}
+
+/// A window of learners in one state, by the day they were requested (UTC, both days
+/// included), as upstream's `retirements_by_status_and_date`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWindow {
+    /// The state.
+    pub state: String,
+    /// The first day.
+    pub start: NaiveDate,
+    /// The last day (today or earlier, not before `start`).
+    pub end: NaiveDate,
+}
+
+/// Where a bulk move sends each learner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveTarget {
+    /// To this state (e.g. COMPLETE → PENDING to rerun every stage).
+    To(String),
+    /// Back to where the driver can resume (see `Retirement::rewind`).
+    Rewind,
+}
+
+/// A worker's lease on one learner. Every write the worker makes carries it; a write whose
+/// attempt no longer matches fails with [`crate::StoreError::LeaseLost`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The learner.
+    pub retirement_id: RetirementId,
+    /// Who holds it (a worker id: host and process, never a learner).
+    pub owner: String,
+    /// The fencing number: raised by every claim and every operator override.
+    pub attempt: i64,
+    /// When it runs out unless extended by a heartbeat.
+    pub expires: DateTime<Utc>,
+}
+
+/// What to claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The worker's id.
+    pub owner: String,
+    /// At most this many learners.
+    pub limit: i64,
+    /// The lease length.
+    pub lease_for: TimeDelta,
+    /// PENDING learners are claimable only after this many days.
+    pub cool_off_days: i64,
+    /// States a driver starts from: PENDING and every `*_COMPLETE` of the pipeline.
+    pub resume_states: Vec<String>,
+    /// The pipeline's working states: claimable only when their lease expired (or never
+    /// existed), meaning the worker that was in the middle of the step is gone.
+    pub working_states: Vec<String>,
+}
+
+impl ClaimRequest {
+    /// The claim for `pipeline`: its queue states and working states.
+    pub fn for_pipeline(
+        pipeline: &Pipeline,
+        owner: impl Into<String>,
+        limit: i64,
+        lease_for: TimeDelta,
+        cool_off_days: i64,
+    ) -> ClaimRequest {
+        ClaimRequest {
+            owner: owner.into(),
+            limit,
+            lease_for,
+            cool_off_days,
+            resume_states: pipeline
+                .queue_states()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            working_states: pipeline
+                .stages()
+                .iter()
+                .map(|s| s.working_state.clone())
+                .collect(),
+        }
+    }
+
+    pub(crate) fn other_states(&self) -> Vec<String> {
+        self.resume_states
+            .iter()
+            .chain(&self.working_states)
+            .filter(|s| s.as_str() != PENDING)
+            .cloned()
+            .collect()
+    }
+}
+
+/// One claimed learner.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// The record, without its log.
+    pub retirement: Retirement,
+    /// The lease to carry on every write.
+    pub lease: Lease,
+    /// The learner was in a working state: the worker before us died mid-step, so the step
+    /// must be run again (`OnWorkingState::Resume`).
+    pub resumes_working_state: bool,
+}
+
+/// Persistence for retirements, shared by the driver and the admin commands.
+///
+/// Every method is one transaction and enforces `retirement-core`'s rules. Listings and claims
+/// return records without their log (as upstream's API leaves `responses` out); `get`,
+/// `find_by_username` and `cleanup` include it.
+#[async_trait]
+pub trait RetirementStore: Send + Sync {
+    /// The state table.
+    async fn state_table(&self) -> Result<StateTable>;
+
+    /// Makes the state table mirror `desired` (upstream's `populate_retirement_states`) and
+    /// returns the plan; with `dry_run`, only plans. Refused while any learner is being
+    /// processed.
+    async fn sync_states(&self, desired: &[String], dry_run: bool) -> Result<SyncPlan>;
+
+    /// Queues a learner in the initial state and records the ledger row.
+    async fn enqueue(&self, request: NewRetirement, now: DateTime<Utc>) -> Result<Retirement>;
+
+    /// Whether any of these hashed usernames (one per historical salt) was ever queued, even
+    /// if its status was since cleaned up.
+    async fn was_requested(&self, retired_usernames: &[String]) -> Result<bool>;
+
+    /// One retirement with its log.
+    async fn get(&self, id: RetirementId) -> Result<Retirement>;
+
+    /// One retirement by original username, exact case, with its log.
+    async fn find_by_username(&self, original_username: &str) -> Result<Retirement>;
+
+    /// The queue listing.
+    async fn queue(&self, query: &QueueQuery, now: DateTime<Utc>) -> Result<Vec<Retirement>>;
+
+    /// Learners in one state requested within a window of days.
+    async fn by_state_and_date(
+        &self,
+        window: &StateWindow,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Retirement>>;
+
+    /// A validated forward move (upstream's non-forced `update_retirement_status`). A worker
+    /// passes its lease; without one the move is refused while a worker holds a live lease.
+    async fn advance(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        new_state: &str,
+        response: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LogEntry>;
+
+    /// An audited operator override to any known state. It ends any lease: the worker holding
+    /// it gets "lease lost" on its next write.
+    async fn force(
+        &self,
+        id: RetirementId,
+        to: &str,
+        why: &Override,
+        now: DateTime<Utc>,
+    ) -> Result<Retirement>;
+
+    /// Moves every learner of a window at once, all or nothing, ending their leases.
+    async fn bulk_move(
+        &self,
+        window: &StateWindow,
+        target: &MoveTarget,
+        why: &Override,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(RetirementId, LogEntry)>>;
+
+    /// Cancels a PENDING retirement: deletes its status, log and ledger row.
+    async fn cancel(&self, id: RetirementId) -> Result<()>;
+
+    /// Removes COMPLETE retirements by original username, all or nothing: originals are
+    /// overwritten with `redacted`, then status and log rows deleted. Returns the records as
+    /// they were (originals and log included) for the caller to archive. Ledger rows stay.
+    async fn cleanup(&self, original_usernames: &[String]) -> Result<Vec<Retirement>>;
+
+    /// Claims up to `limit` actionable learners, lowest id first, for `request.owner`.
+    async fn claim(&self, request: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>>;
+
+    /// Extends a lease to `until`.
+    async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease>;
+
+    /// Gives a lease up (after the learner reached an end state, or on shutdown).
+    async fn release(&self, lease: &Lease) -> Result<()>;
+}
