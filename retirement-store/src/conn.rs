@@ -195,11 +195,12 @@ pub(crate) async fn migrations(pools: &Pools, url: &StoreUrl, apply: bool) -> Re
     fn versions<DB: diesel::backend::Backend>(
         list: Vec<Box<dyn diesel::migration::Migration<DB>>>,
     ) -> Vec<String> {
-        list.iter().map(|m| m.name().version().to_string()).collect()
+        list.iter()
+            .map(|m| m.name().version().to_string())
+            .collect()
     }
-    let migration_error = |e: Box<dyn std::error::Error + Send + Sync>| {
-        StoreError::Migration(e.to_string())
-    };
+    let migration_error =
+        |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
     match pools {
         Pools::Sqlite(pool) => {
             let mut conn = pool.get().await.map_err(StoreError::connection)?;
@@ -227,7 +228,9 @@ pub(crate) async fn migrations(pools: &Pools, url: &StoreUrl, apply: bool) -> Re
                         .run_pending_migrations(POSTGRES_MIGRATIONS)
                         .map(|done| done.iter().map(|v| v.to_string()).collect())
                 } else {
-                    harness.pending_migrations(POSTGRES_MIGRATIONS).map(versions)
+                    harness
+                        .pending_migrations(POSTGRES_MIGRATIONS)
+                        .map(versions)
                 }
             })
             .await

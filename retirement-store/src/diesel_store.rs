@@ -22,25 +22,36 @@ use crate::retirements::{
     StateWindow,
 };
 use crate::rows::{LogRow, NewLogRow, NewStatusRow, StateRow, StatusRow, from_micros, micros};
-use crate::schema::{retirement_log as log, retirement_requests as req, retirement_states as st,
-    retirement_statuses as s};
+use crate::schema::{
+    retirement_log as log, retirement_requests as req, retirement_states as st,
+    retirement_statuses as s,
+};
 
 /// Runs `$body` with `$c` bound to a pooled connection of whichever backend the store uses.
 macro_rules! with_conn {
     ($store:expr, $c:ident => $body:expr) => {
         match &$store.pools {
-            Pools::Sqlite(pool) => {
-                let mut pooled = pool.get().await.map_err(StoreError::connection)?;
+            $crate::conn::Pools::Sqlite(pool) => {
+                let mut pooled = pool
+                    .get()
+                    .await
+                    .map_err($crate::error::StoreError::connection)?;
                 let $c = &mut *pooled;
                 $body
             }
-            Pools::Postgres(pool) => {
-                let mut pooled = pool.get().await.map_err(StoreError::connection)?;
+            $crate::conn::Pools::Postgres(pool) => {
+                let mut pooled = pool
+                    .get()
+                    .await
+                    .map_err($crate::error::StoreError::connection)?;
                 let $c = &mut *pooled;
                 $body
             }
-            Pools::Mysql(pool) => {
-                let mut pooled = pool.get().await.map_err(StoreError::connection)?;
+            $crate::conn::Pools::Mysql(pool) => {
+                let mut pooled = pool
+                    .get()
+                    .await
+                    .map_err($crate::error::StoreError::connection)?;
                 let $c = &mut *pooled;
                 $body
             }
@@ -57,15 +68,11 @@ macro_rules! in_transaction {
         })
     };
 }
-pub(crate) use in_transaction;
 
 /// The state table, read inside a transaction.
 macro_rules! load_table {
     ($tx:expr) => {{
-        let rows: Vec<StateRow> = st::table
-            .select(StateRow::as_select())
-            .load($tx)
-            .await?;
+        let rows: Vec<StateRow> = st::table.select(StateRow::as_select()).load($tx).await?;
         StateTable::from_rows(rows.into_iter().map(State::from).collect())?
     }};
 }
@@ -223,11 +230,7 @@ impl DieselStore {
             .collect()
     }
 
-    async fn window_bounds(
-        &self,
-        window: &StateWindow,
-        now: DateTime<Utc>,
-    ) -> Result<(i64, i64)> {
+    async fn window_bounds(&self, window: &StateWindow, now: DateTime<Utc>) -> Result<(i64, i64)> {
         let table = self.state_table().await?;
         if table.get(&window.state).is_none() {
             return Err(StoreError::UnknownRetirementState);
@@ -392,12 +395,15 @@ impl RetirementStore for DieselStore {
 
     async fn find_by_username(&self, original_username: &str) -> Result<Retirement> {
         in_transaction!(self, tx => {
+            // MySQL's PAD SPACE collations ignore trailing spaces: keep only the exact match,
+            // as upstream does after its case-insensitive lookup.
             let row: StatusRow = s::table
                 .filter(s::original_username.eq(original_username))
                 .select(StatusRow::as_select())
-                .first(tx)
-                .await
-                .optional()?
+                .load::<StatusRow>(tx)
+                .await?
+                .into_iter()
+                .find(|row| row.original_username == original_username)
                 .ok_or_else(|| StoreError::NotFound { what: "that original username".into() })?;
             let entries = load_log!(tx, row.id);
             row.into_retirement(entries)
@@ -435,7 +441,8 @@ impl RetirementStore for DieselStore {
             });
         }
         let cut = cool_off_cut(now, query.cool_off_days)?;
-        self.list(query.states.clone(), None, cut, query.limit).await
+        self.list(query.states.clone(), None, cut, query.limit)
+            .await
     }
 
     async fn by_state_and_date(
@@ -576,8 +583,11 @@ impl RetirementStore for DieselStore {
                 .filter(s::current_state.eq(retirement_core::COMPLETE))
                 .order(s::id.asc())
                 .select(StatusRow::as_select())
-                .load(tx)
-                .await?;
+                .load::<StatusRow>(tx)
+                .await?
+                .into_iter()
+                .filter(|row| original_usernames.contains(&row.original_username))
+                .collect();
             let distinct: HashSet<&String> = original_usernames.iter().collect();
             if rows.len() != original_usernames.len() || distinct.len() != rows.len() {
                 return Err(StoreError::NotAllComplete);

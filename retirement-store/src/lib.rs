@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod assignments;
+mod audit;
 mod claim;
 mod conn;
 mod diesel_store;
@@ -33,8 +34,8 @@ mod schema;
 pub use conn::{BackendKind, StoreOptions};
 pub use diesel_store::DieselStore;
 pub use error::{Result, StoreError};
+pub use retirement_core;
 pub use retirements::{
     ClaimRequest, Claimed, Lease, MoveTarget, NewRetirement, QueueQuery, RetirementStore,
     StateWindow,
 };
-pub use retirement_core;

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use retirement_core::{
-    Actor, LogEntry, OriginalIdentity, Override, Pipeline, PENDING, RetiredIdConfig, Retirement,
+    Actor, LogEntry, OriginalIdentity, Override, PENDING, Pipeline, RetiredIdConfig, Retirement,
     RetirementId, StateTable, SyncPlan,
 };
 

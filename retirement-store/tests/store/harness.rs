@@ -1,0 +1,261 @@
+//! The runner: every test of the suite against every backend, each test on a fresh database.
+//!
+//! SQLite always runs (a temporary file). PostgreSQL and MariaDB/MySQL run when
+//! `RETIREMENT_TEST_POSTGRES_URL` / `RETIREMENT_TEST_MYSQL_URL` name a server; each test creates
+//! its own database there and drops it afterwards. Without the variable a backend prints one
+//! line saying it was skipped; under `CI=true` a missing variable or an unreachable server fails
+//! the run instead.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
+};
+use retirement_store::{BackendKind, DieselStore, StoreOptions};
+
+pub type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub type TestFn = fn(Arc<DieselStore>) -> TestFuture;
+
+/// A test of the shared suite.
+pub struct Test {
+    pub name: &'static str,
+    pub run: TestFn,
+    /// Server backends only (e.g. many concurrent claimers: SQLite has one writer).
+    pub servers_only: bool,
+}
+
+/// Declares the suite: `suite![name, …]` for `async fn name(store: Arc<DieselStore>)`.
+#[macro_export]
+macro_rules! test {
+    ($name:path) => {
+        $crate::harness::Test {
+            name: stringify!($name),
+            run: |store| Box::pin($name(store)),
+            servers_only: false,
+        }
+    };
+    (servers $name:path) => {
+        $crate::harness::Test {
+            name: stringify!($name),
+            run: |store| Box::pin($name(store)),
+            servers_only: true,
+        }
+    };
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A database made for one test, dropped by `finish`.
+pub struct Provisioned {
+    pub url: String,
+    admin_url: Option<String>,
+    name: String,
+    kind: BackendKind,
+}
+
+fn replace_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+impl Provisioned {
+    pub async fn create(kind: BackendKind, admin_url: Option<&str>) -> Result<Provisioned, String> {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("retirement_test_{}_{n}", std::process::id());
+        match kind {
+            BackendKind::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                Ok(Provisioned {
+                    url: format!("sqlite://{}", path.display()),
+                    admin_url: None,
+                    name: path.display().to_string(),
+                    kind,
+                })
+            }
+            BackendKind::Postgres => {
+                let admin = admin_url.expect("server backends have a URL");
+                let mut conn = AsyncPgConnection::establish(admin)
+                    .await
+                    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
+                conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .map_err(|e| format!("cannot create a PostgreSQL database: {e}"))?;
+                Ok(Provisioned {
+                    url: replace_database(admin, &name),
+                    admin_url: Some(admin.to_owned()),
+                    name,
+                    kind,
+                })
+            }
+            BackendKind::Mysql => {
+                let admin = admin_url.expect("server backends have a URL");
+                let mut conn = AsyncMysqlConnection::establish(admin)
+                    .await
+                    .map_err(|e| format!("cannot connect to MySQL: {e}"))?;
+                conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .map_err(|e| format!("cannot create a MySQL database: {e}"))?;
+                Ok(Provisioned {
+                    url: replace_database(admin, &name),
+                    admin_url: Some(admin.to_owned()),
+                    name,
+                    kind,
+                })
+            }
+        }
+    }
+
+    pub async fn finish(self) {
+        match self.kind {
+            BackendKind::Sqlite => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+                }
+            }
+            BackendKind::Postgres => {
+                if let Ok(mut conn) =
+                    AsyncPgConnection::establish(self.admin_url.as_deref().unwrap_or_default())
+                        .await
+                {
+                    let _ = conn
+                        .batch_execute(&format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            self.name
+                        ))
+                        .await;
+                }
+            }
+            BackendKind::Mysql => {
+                if let Ok(mut conn) =
+                    AsyncMysqlConnection::establish(self.admin_url.as_deref().unwrap_or_default())
+                        .await
+                {
+                    let _ = conn
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// A fresh, migrated store for one test.
+pub async fn fresh_store(
+    kind: BackendKind,
+    admin_url: Option<&str>,
+) -> Result<(Arc<DieselStore>, Provisioned), String> {
+    let db = Provisioned::create(kind, admin_url).await?;
+    let store = DieselStore::open(&db.url, &StoreOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    store.migrate().await.map_err(|e| e.to_string())?;
+    Ok((Arc::new(store), db))
+}
+
+/// Runs the suite; returns the process exit code.
+pub fn run(tests: Vec<Test>) -> i32 {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let backends = [
+        (BackendKind::Sqlite, None),
+        (BackendKind::Postgres, Some("RETIREMENT_TEST_POSTGRES_URL")),
+        (BackendKind::Mysql, Some("RETIREMENT_TEST_MYSQL_URL")),
+    ];
+    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for (kind, var) in backends {
+        let url = match var {
+            None => None,
+            Some(var) => match std::env::var(var) {
+                Ok(url) if !url.is_empty() => Some(url),
+                _ if ci => {
+                    println!("{kind}: FAILED: {var} is not set and CI=true");
+                    failed += 1;
+                    failures.push(format!("{kind}: {var} not set"));
+                    continue;
+                }
+                _ => {
+                    println!("{kind}: skipped ({var} is not set)");
+                    continue;
+                }
+            },
+        };
+        // Reachability first, so an unreachable server is one clear failure, not one per test.
+        if let Err(e) = runtime.block_on(async {
+            let db = Provisioned::create(kind, url.as_deref()).await?;
+            db.finish().await;
+            Ok::<(), String>(())
+        }) {
+            if ci || kind == BackendKind::Sqlite {
+                println!("{kind}: FAILED: {e}");
+                failed += 1;
+                failures.push(format!("{kind}: {e}"));
+            } else {
+                println!("{kind}: skipped (server unreachable: {e})");
+            }
+            continue;
+        }
+        for test in &tests {
+            let full = format!("{kind}::{}", test.name);
+            if !args.iter().all(|f| full.contains(f.as_str())) {
+                filtered += 1;
+                continue;
+            }
+            if test.servers_only && kind == BackendKind::Sqlite {
+                continue;
+            }
+            let outcome = runtime.block_on(async {
+                let (store, db) = fresh_store(kind, url.as_deref()).await?;
+                let result = tokio::spawn((test.run)(store)).await;
+                db.finish().await;
+                result.map_err(|e| {
+                    if e.is_panic() {
+                        let panic = e.into_panic();
+                        panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_else(|| "panicked".into())
+                    } else {
+                        e.to_string()
+                    }
+                })
+            });
+            match outcome {
+                Ok(()) => {
+                    println!("test {full} ... ok");
+                    passed += 1;
+                }
+                Err(e) => {
+                    println!("test {full} ... FAILED\n    {e}");
+                    failures.push(full);
+                    failed += 1;
+                }
+            }
+        }
+    }
+    println!("\nstore suite: {passed} passed; {failed} failed; {filtered} filtered out");
+    for failure in &failures {
+        println!("    failed: {failure}");
+    }
+    if failed > 0 { 1 } else { 0 }
+}

@@ -1,0 +1,55 @@
+//! The store suite, run against SQLite, PostgreSQL and MariaDB/MySQL (see `harness.rs`).
+
+mod harness;
+mod leases;
+mod retirements;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use retirement_store::retirement_core::{
+    DEFAULT_RETIREMENT_STATES, OriginalIdentity, RetiredIdConfig, Retirement,
+};
+use retirement_store::{DieselStore, NewRetirement, RetirementStore};
+
+fn main() {
+    let mut tests = retirements::tests();
+    tests.extend(leases::tests());
+    std::process::exit(harness::run(tests));
+}
+
+/// 2026-11-01 12:00 UTC plus `days`.
+pub fn day(days: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap() + chrono::TimeDelta::days(days)
+}
+
+pub fn ids() -> RetiredIdConfig {
+    RetiredIdConfig::new(vec!["old-salt".into(), "new-salt".into()]).unwrap()
+}
+
+pub fn learner(n: usize) -> OriginalIdentity {
+    OriginalIdentity {
+        username: format!("Learner{n}"),
+        email: format!("learner{n}@example.com"),
+        name: format!("Learner Number {n}"),
+    }
+}
+
+/// Syncs the upstream default states.
+pub async fn with_default_states(store: &DieselStore) {
+    let names: Vec<String> = DEFAULT_RETIREMENT_STATES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    store.sync_states(&names, false).await.unwrap();
+}
+
+/// Enqueues learner `n` at `at`.
+pub async fn enqueue(store: &DieselStore, n: usize, at: DateTime<Utc>) -> Retirement {
+    store
+        .enqueue(NewRetirement::new(learner(n), Some(n as i64), &ids()), at)
+        .await
+        .unwrap()
+}
+
+pub type Store = Arc<DieselStore>;
