@@ -30,7 +30,9 @@ mod retirements;
 mod rows;
 mod schema;
 
-// pub use assignments::{ExpiryRunSummary, ImportSummary, PiiRunSummary, ScrubSummary};
+pub use assignments::{
+    DEFAULT_BATCH, ExpiryRunSummary, ImportSummary, PiiRunSummary, ScrubSummary,
+};
 pub use conn::{BackendKind, StoreOptions};
 pub use diesel_store::DieselStore;
 pub use error::{Result, StoreError};

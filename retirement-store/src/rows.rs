@@ -120,7 +120,6 @@ pub(crate) struct NewStatusRow<'a> {
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = retirement_log)]
 pub(crate) struct LogRow {
-    pub(crate) retirement_id: i64,
     pub(crate) at: i64,
     pub(crate) from_state: Option<String>,
     pub(crate) to_state: String,

@@ -16,11 +16,11 @@ use diesel_async::{
 };
 use retirement_store::{BackendKind, DieselStore, StoreOptions};
 
-pub type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-pub type TestFn = fn(Arc<DieselStore>) -> TestFuture;
+pub(crate) type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type TestFn = fn(Arc<DieselStore>) -> TestFuture;
 
 /// A test of the shared suite.
-pub struct Test {
+pub(crate) struct Test {
     pub name: &'static str,
     pub run: TestFn,
     /// Server backends only (e.g. many concurrent claimers: SQLite has one writer).
@@ -49,7 +49,7 @@ macro_rules! test {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A database made for one test, dropped by `finish`.
-pub struct Provisioned {
+pub(crate) struct Provisioned {
     pub url: String,
     admin_url: Option<String>,
     name: String,
@@ -70,7 +70,10 @@ fn replace_database(url: &str, database: &str) -> String {
 }
 
 impl Provisioned {
-    pub async fn create(kind: BackendKind, admin_url: Option<&str>) -> Result<Provisioned, String> {
+    pub(crate) async fn create(
+        kind: BackendKind,
+        admin_url: Option<&str>,
+    ) -> Result<Provisioned, String> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("retirement_test_{}_{n}", std::process::id());
         match kind {
@@ -116,7 +119,7 @@ impl Provisioned {
         }
     }
 
-    pub async fn finish(self) {
+    pub(crate) async fn finish(self) {
         match self.kind {
             BackendKind::Sqlite => {
                 for suffix in ["", "-wal", "-shm"] {
@@ -151,7 +154,7 @@ impl Provisioned {
 }
 
 /// A fresh, migrated store for one test.
-pub async fn fresh_store(
+pub(crate) async fn fresh_store(
     kind: BackendKind,
     admin_url: Option<&str>,
 ) -> Result<(Arc<DieselStore>, Provisioned), String> {
@@ -164,7 +167,7 @@ pub async fn fresh_store(
 }
 
 /// Runs the suite; returns the process exit code.
-pub fn run(tests: Vec<Test>) -> i32 {
+pub(crate) fn run(tests: Vec<Test>) -> i32 {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))

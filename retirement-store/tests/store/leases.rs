@@ -9,7 +9,7 @@ use retirement_store::{ClaimRequest, RetirementStore, StoreError};
 use crate::harness::Test;
 use crate::{Store, day, enqueue};
 
-pub fn tests() -> Vec<Test> {
+pub(crate) fn tests() -> Vec<Test> {
     vec![
         crate::test!(claim_sets_a_lease_that_others_skip),
         crate::test!(crash_between_claim_and_write_back),

@@ -1,5 +1,6 @@
 //! The store suite, run against SQLite, PostgreSQL and MariaDB/MySQL (see `harness.rs`).
 
+mod assignments;
 mod harness;
 mod leases;
 mod retirements;
@@ -15,6 +16,7 @@ use retirement_store::{DieselStore, NewRetirement, RetirementStore};
 fn main() {
     let mut tests = retirements::tests();
     tests.extend(leases::tests());
+    tests.extend(assignments::tests());
     std::process::exit(harness::run(tests));
 }
 

@@ -9,7 +9,7 @@ use retirement_store::{
 use crate::harness::Test;
 use crate::{Store, day, enqueue, ids, learner, with_default_states};
 
-pub fn tests() -> Vec<Test> {
+pub(crate) fn tests() -> Vec<Test> {
     vec![
         crate::test!(migrations_are_explicit_and_checked),
         crate::test!(states_sync_and_its_refusals),
@@ -117,7 +117,7 @@ async fn states_sync_and_its_refusals(store: Store) {
     );
 
     // Refused while a learner is being processed (any non-required state), even as a dry run.
-    let r = crate::enqueue(&store, 1, crate::day(0)).await;
+    let r = enqueue(&store, 1, day(0)).await;
     store
         .advance(
             r.id(),
@@ -125,7 +125,7 @@ async fn states_sync_and_its_refusals(store: Store) {
             "RETIRING_A",
             "Starting",
             Actor::Driver,
-            crate::day(1),
+            day(1),
         )
         .await
         .unwrap();
@@ -209,10 +209,9 @@ async fn enqueue_and_its_refusals(store: Store) {
     );
 
     // The ledger answers for every historical salt.
-    let old_salt_only =
-        retirement_store::retirement_core::RetiredIdConfig::new(vec!["new-salt".into()])
-            .unwrap()
-            .retired_username("Learner1");
+    let old_salt_only = retirement_core::RetiredIdConfig::new(vec!["new-salt".into()])
+        .unwrap()
+        .retired_username("Learner1");
     assert!(store.was_requested(&[old_salt_only]).await.unwrap());
     assert!(
         !store
@@ -265,9 +264,8 @@ async fn queue_listing_and_its_messages(store: Store) {
         cool_off_days,
         limit,
     };
-    let ids_of = |list: Vec<retirement_store::retirement_core::Retirement>| {
-        list.iter().map(|r| r.id()).collect::<Vec<_>>()
-    };
+    let ids_of =
+        |list: Vec<retirement_core::Retirement>| list.iter().map(|r| r.id()).collect::<Vec<_>>();
     // Cool-off is strict: created < now − days.
     let now = day(8);
     assert_eq!(
