@@ -308,6 +308,153 @@ multi_row!(diesel_async::AsyncMysqlConnection);
 /// assignment ids. Usually one group, so one `UPDATE … WHERE id IN (…)` per batch.
 type ExpiryGroups = BTreeMap<(String, Option<i64>, Option<String>), Vec<i64>>;
 
+/// Reads one batch: rows of one state after a keyset position, their actions, and the
+/// configurations and content metadata they name. Written once for the async connections
+/// (`$await` = `.await`) and SQLite's synchronous connection (nothing).
+macro_rules! read_batch {
+    ($c:expr, $state:expr, $after:expr, $limit:expr, $($await:tt)*) => {{
+            let rows: Vec<AssignmentRow> = a::table
+                .filter(a::state.eq($state.as_str()))
+                .filter(a::id.gt($after))
+                .order(a::id.asc())
+                .limit($limit)
+                .select(AssignmentRow::as_select())
+                .load($c)
+                $($await)*?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let batch_ids: HashSet<i64> = ids.iter().copied().collect();
+            // One index range scan over the batch's id span rather than an IN list of every
+            // id; actions of rows outside the batch (other states) are dropped below.
+            let actions: Vec<ActionRow> = match (ids.iter().next(), ids.iter().next_back()) {
+                (Some(first), Some(last)) => act::table
+                    .filter(act::assignment_id.between(*first, *last))
+                    .order(act::id.asc())
+                    .select(ActionRow::as_select())
+                    .load($c)
+                    $($await)*?,
+                _ => Vec::new(),
+            };
+            let cfg_ids: Vec<&str> = rows
+                .iter()
+                .map(|r| r.configuration_uuid.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let configurations: Vec<ConfigurationRow> = cfg::table
+                .filter(cfg::uuid.eq_any(&cfg_ids))
+                .select(ConfigurationRow::as_select())
+                .load($c)
+                $($await)*?;
+            let keys: Vec<&str> = rows
+                .iter()
+                .map(|r| r.content_key.as_str())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let metadata: Vec<MetadataRow> = meta::table
+                .filter(meta::content_key.eq_any(&keys))
+                .select(MetadataRow::as_select())
+                .load($c)
+                $($await)*?;
+            let actions: Vec<ActionRow> = actions
+                .into_iter()
+                .filter(|action| batch_ids.contains(&action.assignment_id))
+                .collect();
+            (rows, actions, configurations, metadata)
+            }};
+}
+
+/// Writes one batch's expirations, grouped (see [`ExpiryGroups`]). Written once for the async
+/// connections (`$await` = `.await`) and SQLite's synchronous connection (nothing).
+macro_rules! write_groups {
+    ($c:expr, $groups:expr, $now_us:expr, $($await:tt)*) => {{
+                for ((state, expired_at, tombstone), ids) in $groups {
+                    // Only rows still allocated: a concurrent writer's change wins.
+                    let target = a::table
+                        .filter(a::id.eq_any(ids))
+                        .filter(a::state.eq(AssignmentState::Allocated.as_str()));
+                    match (expired_at, tombstone) {
+                        (Some(at), Some(t)) => {
+                            diesel::update(target)
+                                .set((a::state.eq(state), a::expired_at.eq(at), a::learner_email.eq(t), a::modified.eq($now_us)))
+                                .execute($c)
+                                $($await)*?
+                        }
+                        (Some(at), None) => {
+                            diesel::update(target)
+                                .set((a::state.eq(state), a::expired_at.eq(at), a::modified.eq($now_us)))
+                                .execute($c)
+                                $($await)*?
+                        }
+                        (None, Some(t)) => {
+                            diesel::update(target)
+                                .set((a::state.eq(state), a::learner_email.eq(t), a::modified.eq($now_us)))
+                                .execute($c)
+                                $($await)*?
+                        }
+                        (None, None) => {
+                            diesel::update(target)
+                                .set((a::state.eq(state), a::modified.eq($now_us)))
+                                .execute($c)
+                                $($await)*?
+                        }
+                    };
+                    if let Some(t) = tombstone {
+                        // The history held the original email: it is scrubbed with the row.
+                        diesel::update(
+                            hist::table
+                                .filter(hist::assignment_id.eq_any(ids))
+                                .filter(hist::column_name.eq(EMAIL_COLUMN)),
+                        )
+                        .set(hist::value.eq(t))
+                        .execute($c)
+                        $($await)*?;
+                    }
+                }
+    }};
+}
+
+/// SQLite's synchronous reads and writes, outside the scope of diesel-async's `RunQueryDsl`.
+mod sqlite_sync {
+    use std::collections::HashSet;
+
+    use assignment_expiry::AssignmentState;
+    use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl, SelectableHelper};
+
+    use super::{ActionRow, AssignmentRow, ConfigurationRow, EMAIL_COLUMN, MetadataRow};
+    use crate::schema::{
+        assignment_actions as act, assignment_configurations as cfg,
+        assignment_pii_history as hist, assignments as a, content_metadata as meta,
+    };
+
+    type Batch = (
+        Vec<AssignmentRow>,
+        Vec<ActionRow>,
+        Vec<ConfigurationRow>,
+        Vec<MetadataRow>,
+    );
+
+    pub(super) fn read(
+        c: &mut diesel::SqliteConnection,
+        state: AssignmentState,
+        after: i64,
+        limit: i64,
+    ) -> diesel::QueryResult<Batch> {
+        Ok(read_batch!(c, state, after, limit,))
+    }
+
+    pub(super) fn write(
+        c: &mut diesel::SqliteConnection,
+        groups: &super::ExpiryGroups,
+        now_us: i64,
+    ) -> diesel::QueryResult<()> {
+        c.transaction(|c| {
+            write_groups!(c, groups, now_us,);
+            Ok(())
+        })
+    }
+}
+
 /// Lines per import batch and rows per expiry batch, unless the caller says otherwise.
 pub const DEFAULT_BATCH: usize = 1000;
 
@@ -551,50 +698,24 @@ impl DieselStore {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Assignment, Context)>> {
-        let (rows, actions, configurations, metadata) = with_conn!(self, c => {
-            let rows: Vec<AssignmentRow> = a::table
-                .filter(a::state.eq(state.as_str()))
-                .filter(a::id.gt(after))
-                .order(a::id.asc())
-                .limit(limit)
-                .select(AssignmentRow::as_select())
-                .load(c)
-                .await?;
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let actions: Vec<ActionRow> = if ids.is_empty() {
-                Vec::new()
-            } else {
-                act::table
-                    .filter(act::assignment_id.eq_any(&ids))
-                    .order(act::id.asc())
-                    .select(ActionRow::as_select())
-                    .load(c)
+        let (rows, actions, configurations, metadata) = match &self.pools {
+            // SQLite: the whole read in one trip to the blocking pool, decoded in place.
+            crate::conn::Pools::Sqlite(pool) => {
+                let mut conn = pool.get().await.map_err(StoreError::connection)?;
+                conn.spawn_blocking(move |c| sqlite_sync::read(c, state, after, limit))
                     .await?
-            };
-            let cfg_ids: Vec<&str> = rows
-                .iter()
-                .map(|r| r.configuration_uuid.as_str())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            let configurations: Vec<ConfigurationRow> = cfg::table
-                .filter(cfg::uuid.eq_any(&cfg_ids))
-                .select(ConfigurationRow::as_select())
-                .load(c)
-                .await?;
-            let keys: Vec<&str> = rows
-                .iter()
-                .map(|r| r.content_key.as_str())
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
-            let metadata: Vec<MetadataRow> = meta::table
-                .filter(meta::content_key.eq_any(&keys))
-                .select(MetadataRow::as_select())
-                .load(c)
-                .await?;
-            (rows, actions, configurations, metadata)
-        });
+            }
+            crate::conn::Pools::Postgres(pool) => {
+                let mut conn = pool.get().await.map_err(StoreError::connection)?;
+                let c = &mut *conn;
+                read_batch!(c, state, after, limit, .await)
+            }
+            crate::conn::Pools::Mysql(pool) => {
+                let mut conn = pool.get().await.map_err(StoreError::connection)?;
+                let c = &mut *conn;
+                read_batch!(c, state, after, limit, .await)
+            }
+        };
         let mut actions_by_id: HashMap<i64, Vec<AssignmentAction>> = HashMap::new();
         for action in actions {
             actions_by_id
@@ -732,55 +853,31 @@ impl DieselStore {
     }
 
     async fn write_expirations(&self, groups: &ExpiryGroups, now_us: i64) -> Result<()> {
-        with_conn!(self, c => {
-            c.transaction(async |tx| -> Result<_, StoreError> {
-                for ((state, expired_at, tombstone), ids) in groups {
-                    // Only rows still allocated: a concurrent writer's change wins.
-                    let target = a::table
-                        .filter(a::id.eq_any(ids))
-                        .filter(a::state.eq(AssignmentState::Allocated.as_str()));
-                    match (expired_at, tombstone) {
-                        (Some(at), Some(t)) => {
-                            diesel::update(target)
-                                .set((a::state.eq(state), a::expired_at.eq(at), a::learner_email.eq(t), a::modified.eq(now_us)))
-                                .execute(tx)
-                                .await?
-                        }
-                        (Some(at), None) => {
-                            diesel::update(target)
-                                .set((a::state.eq(state), a::expired_at.eq(at), a::modified.eq(now_us)))
-                                .execute(tx)
-                                .await?
-                        }
-                        (None, Some(t)) => {
-                            diesel::update(target)
-                                .set((a::state.eq(state), a::learner_email.eq(t), a::modified.eq(now_us)))
-                                .execute(tx)
-                                .await?
-                        }
-                        (None, None) => {
-                            diesel::update(target)
-                                .set((a::state.eq(state), a::modified.eq(now_us)))
-                                .execute(tx)
-                                .await?
-                        }
-                    };
-                    if let Some(t) = tombstone {
-                        // The history held the original email: it is scrubbed with the row.
-                        diesel::update(
-                            hist::table
-                                .filter(hist::assignment_id.eq_any(ids))
-                                .filter(hist::column_name.eq(EMAIL_COLUMN)),
-                        )
-                        .set(hist::value.eq(t))
-                        .execute(tx)
-                        .await?;
-                    }
-                }
-                Ok(())
-            })
-            .await?
-        });
+        match &self.pools {
+            // SQLite: the whole transaction in one trip to the blocking pool.
+            crate::conn::Pools::Sqlite(pool) => {
+                let mut conn = pool.get().await.map_err(StoreError::connection)?;
+                let groups = groups.clone();
+                conn.spawn_blocking(move |c| sqlite_sync::write(c, &groups, now_us))
+                    .await?;
+            }
+            crate::conn::Pools::Postgres(pool) => {
+                let mut conn = pool.get().await.map_err(StoreError::connection)?;
+                conn.transaction(async |c| -> Result<_, StoreError> {
+                    write_groups!(c, groups, now_us, .await);
+                    Ok(())
+                })
+                .await?;
+            }
+            crate::conn::Pools::Mysql(pool) => {
+                let mut conn = pool.get().await.map_err(StoreError::connection)?;
+                conn.transaction(async |c| -> Result<_, StoreError> {
+                    write_groups!(c, groups, now_us, .await);
+                    Ok(())
+                })
+                .await?;
+            }
+        }
         Ok(())
     }
 
@@ -932,5 +1029,47 @@ impl DieselStore {
             }
         }
         Ok(None)
+    }
+}
+
+/// Set-based statements for `cargo xtask bench expiry`: the baseline the streamed pass is
+/// measured against. Not part of the supported API.
+#[doc(hidden)]
+impl DieselStore {
+    /// One `UPDATE` expiring every allocated assignment allocated before `cut`.
+    pub async fn bench_baseline_expire(
+        &self,
+        cut: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let updated = with_conn!(self, c => {
+            diesel::update(
+                a::table
+                    .filter(a::state.eq(AssignmentState::Allocated.as_str()))
+                    .filter(a::allocated_at.lt(micros(cut))),
+            )
+            .set((
+                a::state.eq(AssignmentState::Expired.as_str()),
+                a::expired_at.eq(micros(now)),
+                a::modified.eq(micros(now)),
+            ))
+            .execute(c)
+            .await?
+        });
+        Ok(updated as u64)
+    }
+
+    /// Undoes [`DieselStore::bench_baseline_expire`]: every expired assignment back to allocated.
+    pub async fn bench_reset_expired(&self) -> Result<u64> {
+        let updated = with_conn!(self, c => {
+            diesel::update(a::table.filter(a::state.eq(AssignmentState::Expired.as_str())))
+                .set((
+                    a::state.eq(AssignmentState::Allocated.as_str()),
+                    a::expired_at.eq(None::<i64>),
+                ))
+                .execute(c)
+                .await?
+        });
+        Ok(updated as u64)
     }
 }

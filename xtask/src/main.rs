@@ -1,6 +1,9 @@
 //! Repository automation, run as `cargo xtask <command>` (see the cargo-xtask pattern).
 //!
 //! - `cargo xtask ci`: the same checks as `.ci/run` — format, lints, tests.
+//! - `cargo xtask bench expiry [--rows N] [--backend sqlite|postgres|mysql] [--batch N]`: the
+//!   store's expiry pass against a set-based SQL baseline (retirement-store's `expiry_bench`
+//!   example, built in release mode).
 //!
 //! Repository-hygiene checks (architecture invariants) run as tests: `cargo test -p xtask`.
 
@@ -11,9 +14,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci    cargo fmt --check, clippy -D warnings, cargo test --workspace"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults"
             );
             ExitCode::SUCCESS
         }
@@ -56,6 +60,39 @@ fn ci() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn bench(args: &[String]) -> ExitCode {
+    match args.first().map(String::as_str) {
+        Some("expiry") => {
+            let status = Command::new(cargo())
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "retirement-store",
+                    "--example",
+                    "expiry_bench",
+                    "--",
+                ])
+                .args(&args[1..])
+                .current_dir(project_root())
+                .status();
+            match status {
+                Ok(s) if s.success() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("xtask bench: could not run cargo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        other => {
+            eprintln!("xtask bench: unknown benchmark {other:?}; available: expiry");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn cargo() -> String {

@@ -151,3 +151,63 @@ fn workspace_has_the_fixed_shape() {
             .any(|l| l.trim() == "/target" || l.trim() == "target/")
     );
 }
+
+/// The store builds without system database libraries: no libpq, libmysqlclient, system SQLite
+/// link or OpenSSL anywhere in its tree (SQLite is bundled; the server clients are pure Rust).
+#[test]
+fn store_needs_no_system_database_library() {
+    let output = Command::new(cargo())
+        .args([
+            "tree",
+            "--locked",
+            "-p",
+            "retirement-store",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+        ])
+        .args(["--format", "{p} {f}"])
+        .current_dir(project_root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        tree.contains("diesel-async"),
+        "cargo tree printed nothing useful: {tree}"
+    );
+    for line in tree.lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            !["pq-sys", "mysqlclient-sys", "openssl-sys", "native-tls"].contains(&name),
+            "retirement-store depends on {name}, which needs a system library"
+        );
+        if name == "libsqlite3-sys" {
+            assert!(
+                line.contains("bundled"),
+                "libsqlite3-sys without `bundled`: {line}"
+            );
+        }
+    }
+}
+
+/// SQL lives in retirement-store only: no other crate declares a diesel dependency.
+#[test]
+fn only_the_store_speaks_sql() {
+    for member in MEMBERS.iter().filter(|m| **m != "retirement-store") {
+        let manifest = std::fs::read_to_string(project_root().join(member).join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("reading {member}/Cargo.toml: {e}"));
+        for line in manifest.lines() {
+            let key = line.split(['=', '.']).next().unwrap_or_default().trim();
+            assert!(
+                !key.starts_with("diesel") && key != "libsqlite3-sys",
+                "{member} declares {key}: SQL belongs in retirement-store"
+            );
+        }
+    }
+}
