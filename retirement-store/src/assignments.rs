@@ -15,7 +15,7 @@ use assignment_expiry::{
     pii_job_decision, scrub_for_retired_learner, tombstone_email,
 };
 use chrono::{DateTime, Utc};
-use diesel::prelude::{Insertable, Queryable, Selectable};
+use diesel::prelude::{Insertable, Queryable, QueryableByName, Selectable};
 use diesel::{
     BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
 };
@@ -83,7 +83,7 @@ pub struct ScrubSummary {
     pub scrubbed: Vec<String>,
 }
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = a)]
 struct AssignmentRow {
     id: i64,
@@ -308,19 +308,32 @@ multi_row!(diesel_async::AsyncMysqlConnection);
 /// assignment ids. Usually one group, so one `UPDATE … WHERE id IN (…)` per batch.
 type ExpiryGroups = BTreeMap<(String, Option<i64>, Option<String>), Vec<i64>>;
 
-/// Reads one batch: rows of one state after a keyset position, their actions, and the
-/// configurations and content metadata they name. Written once for the async connections
+/// The keyset query: rows of one state after a position, lowest id first.
+macro_rules! batch_rows {
+    ($state:expr, $after:expr, $limit:expr) => {
+        a::table
+            .filter(a::state.eq($state.as_str()))
+            .filter(a::id.gt($after))
+            .order(a::id.asc())
+            .limit($limit)
+            .select(AssignmentRow::as_select())
+    };
+}
+
+/// MariaDB plans the keyset query as a `ref` lookup on `state` alone and filters `id` row by
+/// row from the start of the state's index range, so each batch costs more than the last
+/// (quadratic over a pass). The hint makes it a range scan on `(state, id)`.
+const MYSQL_BATCH_ROWS: &str = "SELECT id, uuid, configuration_uuid, content_key, state, \
+     learner_email, lms_user_id, created, allocated_at, expired_at, preferred_course_run_key, \
+     has_credit_request FROM assignments FORCE INDEX (assignments_state) \
+     WHERE state = ? AND id > ? ORDER BY id LIMIT ?";
+
+/// Reads the rest of one batch: the rows' actions, and the configurations and content
+/// metadata they name. Written once for the async connections
 /// (`$await` = `.await`) and SQLite's synchronous connection (nothing).
 macro_rules! read_batch {
-    ($c:expr, $state:expr, $after:expr, $limit:expr, $($await:tt)*) => {{
-            let rows: Vec<AssignmentRow> = a::table
-                .filter(a::state.eq($state.as_str()))
-                .filter(a::id.gt($after))
-                .order(a::id.asc())
-                .limit($limit)
-                .select(AssignmentRow::as_select())
-                .load($c)
-                $($await)*?;
+    ($c:expr, $rows:expr, $($await:tt)*) => {{
+            let rows: Vec<AssignmentRow> = $rows;
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let batch_ids: HashSet<i64> = ids.iter().copied().collect();
             // One index range scan over the batch's id span rather than an IN list of every
@@ -369,9 +382,14 @@ macro_rules! read_batch {
 macro_rules! write_groups {
     ($c:expr, $groups:expr, $now_us:expr, $($await:tt)*) => {{
                 for ((state, expired_at, tombstone), ids) in $groups {
-                    // Only rows still allocated: a concurrent writer's change wins.
+                    // Only rows still allocated: a concurrent writer's change wins. The id span
+                    // keeps the plan narrow whichever index the optimiser picks: MariaDB otherwise
+                    // walks the whole (state, id) range of allocated rows for every batch.
+                    let low = ids.iter().copied().min().unwrap_or_default();
+                    let high = ids.iter().copied().max().unwrap_or_default();
                     let target = a::table
                         .filter(a::id.eq_any(ids))
+                        .filter(a::id.between(low, high))
                         .filter(a::state.eq(AssignmentState::Allocated.as_str()));
                     match (expired_at, tombstone) {
                         (Some(at), Some(t)) => {
@@ -440,7 +458,7 @@ mod sqlite_sync {
         after: i64,
         limit: i64,
     ) -> diesel::QueryResult<Batch> {
-        Ok(read_batch!(c, state, after, limit,))
+        Ok(read_batch!(c, batch_rows!(state, after, limit).load(c)?,))
     }
 
     pub(super) fn write(
@@ -708,12 +726,18 @@ impl DieselStore {
             crate::conn::Pools::Postgres(pool) => {
                 let mut conn = pool.get().await.map_err(StoreError::connection)?;
                 let c = &mut *conn;
-                read_batch!(c, state, after, limit, .await)
+                read_batch!(c, batch_rows!(state, after, limit).load(c).await?, .await)
             }
             crate::conn::Pools::Mysql(pool) => {
                 let mut conn = pool.get().await.map_err(StoreError::connection)?;
                 let c = &mut *conn;
-                read_batch!(c, state, after, limit, .await)
+                let rows = diesel::sql_query(MYSQL_BATCH_ROWS)
+                    .bind::<diesel::sql_types::Text, _>(state.as_str())
+                    .bind::<diesel::sql_types::BigInt, _>(after)
+                    .bind::<diesel::sql_types::BigInt, _>(limit)
+                    .load::<AssignmentRow>(c)
+                    .await?;
+                read_batch!(c, rows, .await)
             }
         };
         let mut actions_by_id: HashMap<i64, Vec<AssignmentAction>> = HashMap::new();
@@ -1055,20 +1079,6 @@ impl DieselStore {
             ))
             .execute(c)
             .await?
-        });
-        Ok(updated as u64)
-    }
-
-    /// Undoes [`DieselStore::bench_baseline_expire`]: every expired assignment back to allocated.
-    pub async fn bench_reset_expired(&self) -> Result<u64> {
-        let updated = with_conn!(self, c => {
-            diesel::update(a::table.filter(a::state.eq(AssignmentState::Expired.as_str())))
-                .set((
-                    a::state.eq(AssignmentState::Allocated.as_str()),
-                    a::expired_at.eq(None::<i64>),
-                ))
-                .execute(c)
-                .await?
         });
         Ok(updated as u64)
     }

@@ -599,7 +599,8 @@ impl RetirementStore for DieselStore {
                 removed.push(row.into_retirement(entries)?);
             }
             // Redact first, so a soft-delete or replication consumer never sees the originals
-            // outlive the row (upstream DEPR #37921).
+            // outlive the row (upstream DEPR #37921). Upstream writes "redacted" everywhere; our
+            // original_username is unique, so it takes the (already public) retired username.
             diesel::update(s::table.filter(s::id.eq_any(&ids)))
                 .set((
                     s::original_username.eq(s::retired_username),
@@ -628,6 +629,9 @@ impl RetirementStore for DieselStore {
         }
         if request.owner.is_empty() {
             return Err(StoreError::InvalidArgument("a claim needs an owner".into()));
+        }
+        if request.cool_off_days < 0 {
+            return Err(StoreError::NegativeCoolOff);
         }
         let cut = cool_off_cut(now, request.cool_off_days)?;
         let expires = now

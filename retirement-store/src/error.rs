@@ -125,6 +125,15 @@ pub enum StoreError {
         /// What is wrong (never the line's values).
         message: String,
     },
+    /// The backend cannot do this (e.g. the LMS-backed store cannot enqueue: learners request
+    /// retirement through the LMS itself).
+    #[error("{operation} is not supported by the {backend} store")]
+    Unsupported {
+        /// The operation.
+        operation: &'static str,
+        /// The backend.
+        backend: &'static str,
+    },
     /// An argument outside what the store accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

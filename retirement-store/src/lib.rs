@@ -29,6 +29,8 @@ mod error;
 mod retirements;
 mod rows;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 pub use assignments::{
     DEFAULT_BATCH, ExpiryRunSummary, ImportSummary, PiiRunSummary, ScrubSummary,

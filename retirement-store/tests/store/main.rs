@@ -14,10 +14,30 @@ use retirement_store::retirement_core::{
 use retirement_store::{DieselStore, NewRetirement, RetirementStore};
 
 fn main() {
+    links_no_system_database_library();
     let mut tests = retirements::tests();
     tests.extend(leases::tests());
     tests.extend(assignments::tests());
     std::process::exit(harness::run(tests));
+}
+
+/// The store is built without libpq, libmysqlclient, a system SQLite or OpenSSL: none of them
+/// is mapped into this test process, which links the whole store.
+fn links_no_system_database_library() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    for library in [
+        "libpq.so",
+        "libsqlite3.so",
+        "libmysqlclient",
+        "libmariadb",
+        "libssl.so",
+    ] {
+        assert!(
+            !maps.contains(library),
+            "the store links the system library {library}"
+        );
+    }
+    println!("test links_no_system_database_library ... ok");
 }
 
 /// 2026-11-01 12:00 UTC plus `days`.
