@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 
 use assignment_expiry::{Assignment, AssignmentState, Context, Enrollment, Policy, PolicyKind};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
-};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
 use retirement_store::{DieselStore, StoreOptions};
 
 struct Args {
@@ -66,7 +64,6 @@ struct Scratch {
 
 impl Scratch {
     async fn create(backend: &str, name: String) -> Result<Scratch, String> {
-        let err = |e: &dyn std::fmt::Display| e.to_string();
         let admin = match backend {
             "sqlite" => None,
             "postgres" => Some(
@@ -83,29 +80,15 @@ impl Scratch {
                 ));
             }
         };
-        let create = format!("CREATE DATABASE {name}");
-        let url = match (backend, &admin) {
-            ("postgres", Some(admin)) => {
-                let mut conn = AsyncPgConnection::establish(admin)
-                    .await
-                    .map_err(|e| err(&e))?;
-                conn.batch_execute(&create).await.map_err(|e| err(&e))?;
+        let url = match &admin {
+            Some(admin) => {
+                admin_exec(backend, admin, &format!("CREATE DATABASE {name}")).await?;
                 format!(
                     "{}/{name}",
                     admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin)
                 )
             }
-            ("mysql", Some(admin)) => {
-                let mut conn = AsyncMysqlConnection::establish(admin)
-                    .await
-                    .map_err(|e| err(&e))?;
-                conn.batch_execute(&create).await.map_err(|e| err(&e))?;
-                format!(
-                    "{}/{name}",
-                    admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin)
-                )
-            }
-            _ => format!(
+            None => format!(
                 "sqlite://{}",
                 std::env::temp_dir().join(format!("{name}.db")).display()
             ),
@@ -119,19 +102,14 @@ impl Scratch {
     }
 
     async fn drop_it(self) {
-        match (self.backend.as_str(), self.admin) {
+        match (self.backend.as_str(), &self.admin) {
             ("postgres", Some(admin)) => {
-                if let Ok(mut conn) = AsyncPgConnection::establish(&admin).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-                    let _ = conn.batch_execute(&sql).await;
-                }
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+                let _ = admin_exec(&self.backend, admin, &sql).await;
             }
             ("mysql", Some(admin)) => {
-                if let Ok(mut conn) = AsyncMysqlConnection::establish(&admin).await {
-                    let _ = conn
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name))
-                        .await;
-                }
+                let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
+                let _ = admin_exec(&self.backend, admin, &sql).await;
             }
             _ => {
                 let path = self.url.trim_start_matches("sqlite://");
@@ -140,6 +118,18 @@ impl Scratch {
                 }
             }
         }
+    }
+}
+
+/// Runs one statement on a server over its own connection.
+async fn admin_exec(backend: &str, url: &str, sql: &str) -> Result<(), String> {
+    async fn on<C: AsyncConnection>(url: &str, sql: &str) -> Result<(), String> {
+        let mut conn = C::establish(url).await.map_err(|e| e.to_string())?;
+        conn.batch_execute(sql).await.map_err(|e| e.to_string())
+    }
+    match backend {
+        "postgres" => on::<AsyncPgConnection>(url, sql).await,
+        _ => on::<AsyncMysqlConnection>(url, sql).await,
     }
 }
 

@@ -220,89 +220,45 @@ trait BulkInsert {
     async fn insert_history(&mut self, rows: &[NewHistoryRow<'_>]) -> diesel::QueryResult<()>;
 }
 
-macro_rules! one_by_one {
-    ($conn:ty) => {
-        impl BulkInsert for $conn {
-            async fn insert_assignments(
-                &mut self,
-                rows: &[NewAssignmentRow<'_>],
-            ) -> diesel::QueryResult<()> {
-                for row in rows {
-                    diesel::insert_into(a::table)
-                        .values(row)
-                        .execute(self)
-                        .await?;
-                }
-                Ok(())
+/// One `BulkInsert` method: `one_by_one` (SQLite) or `multi_row` (the servers).
+macro_rules! bulk_method {
+    (one_by_one, $name:ident, $row:ty, $table:expr) => {
+        async fn $name(&mut self, rows: &[$row]) -> diesel::QueryResult<()> {
+            for row in rows {
+                diesel::insert_into($table)
+                    .values(row)
+                    .execute(self)
+                    .await?;
             }
-            async fn insert_actions(&mut self, rows: &[NewActionRow]) -> diesel::QueryResult<()> {
-                for row in rows {
-                    diesel::insert_into(act::table)
-                        .values(row)
-                        .execute(self)
-                        .await?;
-                }
-                Ok(())
+            Ok(())
+        }
+    };
+    (multi_row, $name:ident, $row:ty, $table:expr) => {
+        async fn $name(&mut self, rows: &[$row]) -> diesel::QueryResult<()> {
+            if !rows.is_empty() {
+                diesel::insert_into($table)
+                    .values(rows)
+                    .execute(self)
+                    .await?;
             }
-            async fn insert_history(
-                &mut self,
-                rows: &[NewHistoryRow<'_>],
-            ) -> diesel::QueryResult<()> {
-                for row in rows {
-                    diesel::insert_into(hist::table)
-                        .values(row)
-                        .execute(self)
-                        .await?;
-                }
-                Ok(())
-            }
+            Ok(())
         }
     };
 }
 
-macro_rules! multi_row {
-    ($conn:ty) => {
+macro_rules! bulk_insert {
+    ($conn:ty, $mode:ident) => {
         impl BulkInsert for $conn {
-            async fn insert_assignments(
-                &mut self,
-                rows: &[NewAssignmentRow<'_>],
-            ) -> diesel::QueryResult<()> {
-                if !rows.is_empty() {
-                    diesel::insert_into(a::table)
-                        .values(rows)
-                        .execute(self)
-                        .await?;
-                }
-                Ok(())
-            }
-            async fn insert_actions(&mut self, rows: &[NewActionRow]) -> diesel::QueryResult<()> {
-                if !rows.is_empty() {
-                    diesel::insert_into(act::table)
-                        .values(rows)
-                        .execute(self)
-                        .await?;
-                }
-                Ok(())
-            }
-            async fn insert_history(
-                &mut self,
-                rows: &[NewHistoryRow<'_>],
-            ) -> diesel::QueryResult<()> {
-                if !rows.is_empty() {
-                    diesel::insert_into(hist::table)
-                        .values(rows)
-                        .execute(self)
-                        .await?;
-                }
-                Ok(())
-            }
+            bulk_method!($mode, insert_assignments, NewAssignmentRow<'_>, a::table);
+            bulk_method!($mode, insert_actions, NewActionRow, act::table);
+            bulk_method!($mode, insert_history, NewHistoryRow<'_>, hist::table);
         }
     };
 }
 
-one_by_one!(crate::conn::SqliteConn);
-multi_row!(diesel_async::AsyncPgConnection);
-multi_row!(diesel_async::AsyncMysqlConnection);
+bulk_insert!(crate::conn::SqliteConn, one_by_one);
+bulk_insert!(diesel_async::AsyncPgConnection, multi_row);
+bulk_insert!(diesel_async::AsyncMysqlConnection, multi_row);
 
 /// A batch's expirations grouped by what is written: (new state, `expired_at`, tombstone) →
 /// assignment ids. Usually one group, so one `UPDATE … WHERE id IN (…)` per batch.

@@ -192,68 +192,59 @@ pub(crate) async fn build_pools(url: &StoreUrl, options: &StoreOptions) -> Resul
 
 /// Runs (`apply`) or lists the pending migrations; returns their versions.
 pub(crate) async fn migrations(pools: &Pools, url: &StoreUrl, apply: bool) -> Result<Vec<String>> {
-    fn versions<DB: diesel::backend::Backend>(
-        list: Vec<Box<dyn diesel::migration::Migration<DB>>>,
-    ) -> Vec<String> {
-        list.iter()
-            .map(|m| m.name().version().to_string())
-            .collect()
-    }
     let migration_error =
         |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Migration(e.to_string());
     match pools {
         Pools::Sqlite(pool) => {
             let mut conn = pool.get().await.map_err(StoreError::connection)?;
-            conn.spawn_blocking(move |c| {
-                Ok(if apply {
-                    c.run_pending_migrations(SQLITE_MIGRATIONS)
-                        .map(|done| done.iter().map(|v| v.to_string()).collect())
-                } else {
-                    c.pending_migrations(SQLITE_MIGRATIONS).map(versions)
-                })
-            })
-            .await?
-            .map_err(migration_error)
+            conn.spawn_blocking(move |c| Ok(run_or_list(c, SQLITE_MIGRATIONS, apply)))
+                .await?
+                .map_err(migration_error)
         }
         // The migration harness is synchronous: run it on a blocking thread over its own
         // connection, so callers on any runtime flavour can migrate.
         Pools::Postgres(_) => {
-            let conn = AsyncPgConnection::establish(&url.target)
-                .await
-                .map_err(StoreError::connection)?;
-            tokio::task::spawn_blocking(move || {
-                let mut harness = AsyncMigrationHarness::new(conn);
-                if apply {
-                    harness
-                        .run_pending_migrations(POSTGRES_MIGRATIONS)
-                        .map(|done| done.iter().map(|v| v.to_string()).collect())
-                } else {
-                    harness
-                        .pending_migrations(POSTGRES_MIGRATIONS)
-                        .map(versions)
-                }
-            })
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?
-            .map_err(migration_error)
+            server_migrations::<AsyncPgConnection>(&url.target, POSTGRES_MIGRATIONS, apply).await
         }
         Pools::Mysql(_) => {
-            let conn = AsyncMysqlConnection::establish(&url.target)
-                .await
-                .map_err(StoreError::connection)?;
-            tokio::task::spawn_blocking(move || {
-                let mut harness = AsyncMigrationHarness::new(conn);
-                if apply {
-                    harness
-                        .run_pending_migrations(MYSQL_MIGRATIONS)
-                        .map(|done| done.iter().map(|v| v.to_string()).collect())
-                } else {
-                    harness.pending_migrations(MYSQL_MIGRATIONS).map(versions)
-                }
-            })
-            .await
-            .map_err(|e| StoreError::Migration(e.to_string()))?
-            .map_err(migration_error)
+            server_migrations::<AsyncMysqlConnection>(&url.target, MYSQL_MIGRATIONS, apply).await
         }
+    }
+}
+
+/// Runs (`apply`) or lists a server backend's migrations over a dedicated connection.
+async fn server_migrations<C>(
+    url: &str,
+    migrations: EmbeddedMigrations,
+    apply: bool,
+) -> Result<Vec<String>>
+where
+    C: AsyncConnection + Send + 'static,
+    AsyncMigrationHarness<C>: MigrationHarness<C::Backend>,
+{
+    let conn = C::establish(url).await.map_err(StoreError::connection)?;
+    tokio::task::spawn_blocking(move || {
+        run_or_list(&mut AsyncMigrationHarness::new(conn), migrations, apply)
+    })
+    .await
+    .map_err(|e| StoreError::Migration(e.to_string()))?
+    .map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+/// Applies the pending migrations, or only lists them; returns their versions either way.
+fn run_or_list<DB: diesel::backend::Backend>(
+    harness: &mut impl MigrationHarness<DB>,
+    migrations: EmbeddedMigrations,
+    apply: bool,
+) -> diesel::migration::Result<Vec<String>> {
+    if apply {
+        let done = harness.run_pending_migrations(migrations)?;
+        Ok(done.iter().map(ToString::to_string).collect())
+    } else {
+        let pending = harness.pending_migrations(migrations)?;
+        Ok(pending
+            .iter()
+            .map(|m| m.name().version().to_string())
+            .collect())
     }
 }

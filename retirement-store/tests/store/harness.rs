@@ -11,9 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
-};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
 use retirement_store::{BackendKind, DieselStore, StoreOptions};
 
 pub(crate) type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -86,29 +84,9 @@ impl Provisioned {
                     kind,
                 })
             }
-            BackendKind::Postgres => {
+            BackendKind::Postgres | BackendKind::Mysql => {
                 let admin = admin_url.expect("server backends have a URL");
-                let mut conn = AsyncPgConnection::establish(admin)
-                    .await
-                    .map_err(|e| format!("cannot connect to PostgreSQL: {e}"))?;
-                conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .map_err(|e| format!("cannot create a PostgreSQL database: {e}"))?;
-                Ok(Provisioned {
-                    url: replace_database(admin, &name),
-                    admin_url: Some(admin.to_owned()),
-                    name,
-                    kind,
-                })
-            }
-            BackendKind::Mysql => {
-                let admin = admin_url.expect("server backends have a URL");
-                let mut conn = AsyncMysqlConnection::establish(admin)
-                    .await
-                    .map_err(|e| format!("cannot connect to MySQL: {e}"))?;
-                conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .map_err(|e| format!("cannot create a MySQL database: {e}"))?;
+                admin_exec(kind, admin, &format!("CREATE DATABASE {name}")).await?;
                 Ok(Provisioned {
                     url: replace_database(admin, &name),
                     admin_url: Some(admin.to_owned()),
@@ -127,29 +105,41 @@ impl Provisioned {
                 }
             }
             BackendKind::Postgres => {
-                if let Ok(mut conn) =
-                    AsyncPgConnection::establish(self.admin_url.as_deref().unwrap_or_default())
-                        .await
-                {
-                    let _ = conn
-                        .batch_execute(&format!(
-                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                            self.name
-                        ))
-                        .await;
-                }
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+                let _ = admin_exec(
+                    self.kind,
+                    self.admin_url.as_deref().unwrap_or_default(),
+                    &sql,
+                )
+                .await;
             }
             BackendKind::Mysql => {
-                if let Ok(mut conn) =
-                    AsyncMysqlConnection::establish(self.admin_url.as_deref().unwrap_or_default())
-                        .await
-                {
-                    let _ = conn
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.name))
-                        .await;
-                }
+                let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
+                let _ = admin_exec(
+                    self.kind,
+                    self.admin_url.as_deref().unwrap_or_default(),
+                    &sql,
+                )
+                .await;
             }
         }
+    }
+}
+
+/// Runs one statement on a server over its own connection.
+async fn admin_exec(kind: BackendKind, url: &str, sql: &str) -> Result<(), String> {
+    async fn on<C: AsyncConnection>(url: &str, sql: &str) -> Result<(), String> {
+        let mut conn = C::establish(url)
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        conn.batch_execute(sql)
+            .await
+            .map_err(|e| format!("{sql}: {e}"))
+    }
+    match kind {
+        BackendKind::Postgres => on::<AsyncPgConnection>(url, sql).await,
+        BackendKind::Mysql => on::<AsyncMysqlConnection>(url, sql).await,
+        BackendKind::Sqlite => Ok(()),
     }
 }
 
