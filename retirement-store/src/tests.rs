@@ -78,3 +78,37 @@ fn store_urls_pick_the_backend_and_hide_passwords() {
     );
     assert!(StoreUrl::parse("sqlite://").is_err());
 }
+
+#[test]
+fn transient_errors_are_the_ones_worth_retrying() {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let db = |kind, message: &str| {
+        crate::StoreError::Database(Error::DatabaseError(kind, Box::new(message.to_owned())))
+    };
+    assert!(
+        db(
+            DatabaseErrorKind::SerializationFailure,
+            "could not serialize"
+        )
+        .is_transient()
+    );
+    assert!(
+        db(
+            DatabaseErrorKind::Unknown,
+            "Deadlock found when trying to get lock"
+        )
+        .is_transient()
+    );
+    assert!(db(DatabaseErrorKind::Unknown, "database is locked").is_transient());
+    assert!(crate::StoreError::Connection("reset".into()).is_transient());
+    assert!(!db(DatabaseErrorKind::UniqueViolation, "duplicate key").is_transient());
+    assert!(!crate::StoreError::NotAllComplete.is_transient());
+    let lost = crate::StoreError::LeaseLost {
+        retirement_id: retirement_core::RetirementId(3),
+        attempt: 2,
+    };
+    assert!(
+        !lost.is_transient(),
+        "a lost lease must stop the worker, not be retried"
+    );
+}

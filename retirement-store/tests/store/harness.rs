@@ -158,10 +158,21 @@ pub(crate) async fn fresh_store(
 
 /// Runs the suite; returns the process exit code.
 pub(crate) fn run(tests: Vec<Test>) -> i32 {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // libtest's conventions: positional filters (a test runs when any matches), `--skip PATTERN`,
+    // and flags that take a value are consumed rather than taken for filters.
+    let mut args: Vec<String> = Vec::new();
+    let mut skips: Vec<String> = Vec::new();
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        match arg.as_str() {
+            "--skip" => skips.extend(raw.next()),
+            "--test-threads" | "--color" | "--format" | "--logfile" | "-Z" => {
+                raw.next();
+            }
+            flag if flag.starts_with('-') => {}
+            _ => args.push(arg),
+        }
+    }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -209,7 +220,8 @@ pub(crate) fn run(tests: Vec<Test>) -> i32 {
         }
         for test in &tests {
             let full = format!("{kind}::{}", test.name);
-            if !args.iter().all(|f| full.contains(f.as_str())) {
+            let selected = args.is_empty() || args.iter().any(|f| full.contains(f.as_str()));
+            if !selected || skips.iter().any(|f| full.contains(f.as_str())) {
                 filtered += 1;
                 continue;
             }

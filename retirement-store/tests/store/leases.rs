@@ -56,7 +56,14 @@ async fn claim_sets_a_lease_that_others_skip(store: Store) {
         .advance(a.id(), None, &working, "s", Actor::Driver, now)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Leased { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "retirement {} is leased to a worker until {}; wait for it, or use an operator reset",
+            a.id(),
+            (now + TimeDelta::minutes(5)).to_rfc3339()
+        )
+    );
     // The lease holder writes; heartbeat extends; release frees it for the next claim.
     let lease = &claimed[0].lease;
     store
