@@ -1,7 +1,23 @@
-//! HTTP adapters: the services' retirement APIs, OAuth2 client credentials, and the store that
-//! uses a real Open edX LMS as the retirement queue.
+//! HTTP adapters: the services' retirement APIs, OAuth2 client credentials, and a fake edX.
 //!
-//! This crate is filled by the service-adapters issue; for now it only fixes the workspace layout.
+//! - [`ServiceClients`] calls every retirement operation of the edX services exactly as
+//!   upstream's clients do (paths with trailing slashes, bodies, `Authorization: JWT`), plus
+//!   operator-configured generic services, with timeouts, connection reuse, per-service
+//!   concurrency limits and optional rate limits. A call returns a [`CallOutcome`] — status and
+//!   body, or the transport failure — and `retirement-core` decides what it means.
+//! - [`TokenSource`] holds the one JWT all edX services accept, cached and refreshed before it
+//!   expires and once on a 401. Secrets and tokens never appear in `Debug` or errors.
+//! - [`fake::FakeEdx`] serves the same API on 127.0.0.1 for tests, the demo and benchmarks.
 #![warn(missing_docs)]
 
+mod auth;
+pub mod catalog;
+mod client;
+mod error;
+pub mod fake;
+
+pub use auth::{AccessToken, ClientCredentials, TokenSource, token_url};
+pub use catalog::{GenericService, LearnerRef};
+pub use client::{CallOutcome, HttpOptions, ServiceClients};
+pub use error::HttpError;
 pub use retirement_core;

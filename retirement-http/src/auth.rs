@@ -1,0 +1,195 @@
+//! OAuth2 client credentials against the LMS, returning a JWT shared by every edX service.
+//!
+//! Upstream's driver fetches one token per client at start-up and never refreshes it (defect
+//! D13), so long runs outlive it. Here one [`TokenSource`] serves every client: the token is
+//! cached, refreshed `refresh_margin` before `expires_in` runs out, and fetched again once when
+//! a service answers 401.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::error::HttpError;
+
+/// The OAuth2 client's id and secret. `Debug` shows the id only.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    /// The client id (not secret).
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: String,
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// A bearer of `Authorization: JWT …`. `Debug` hides the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken(pub(crate) String);
+
+impl AccessToken {
+    /// The header value, `JWT <token>`.
+    pub fn header_value(&self) -> String {
+        format!("JWT {}", self.0)
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken(<redacted>)")
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+struct Cached {
+    token: AccessToken,
+    refresh_at: Instant,
+}
+
+/// The shared token cache.
+#[derive(Clone)]
+pub struct TokenSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    token_url: String,
+    credentials: ClientCredentials,
+    refresh_margin: Duration,
+    cached: Mutex<Option<Cached>>,
+    fetched: std::sync::atomic::AtomicU64,
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("token_url", &self.inner.token_url)
+            .field("credentials", &self.inner.credentials)
+            .finish()
+    }
+}
+
+/// `{lms}/oauth2/access_token`: the path prefix of the LMS base URL is dropped, as upstream does.
+pub fn token_url(lms_base: &str) -> Result<String, HttpError> {
+    let url = reqwest::Url::parse(lms_base).map_err(|e| HttpError::BadBaseUrl {
+        service: "LMS".into(),
+        message: e.to_string(),
+    })?;
+    let mut root = url.clone();
+    root.set_path("/oauth2/access_token");
+    root.set_query(None);
+    Ok(root.to_string())
+}
+
+impl TokenSource {
+    /// A token source for the LMS at `lms_base`. `http` should carry the token call's timeouts
+    /// (upstream: 3.05 s connect, 5 s read).
+    pub fn new(
+        http: reqwest::Client,
+        lms_base: &str,
+        credentials: ClientCredentials,
+        refresh_margin: Duration,
+    ) -> Result<TokenSource, HttpError> {
+        Ok(TokenSource {
+            inner: Arc::new(Inner {
+                http,
+                token_url: token_url(lms_base)?,
+                credentials,
+                refresh_margin,
+                cached: Mutex::new(None),
+                fetched: Default::default(),
+            }),
+        })
+    }
+
+    /// How many tokens were fetched so far (for tests and metrics).
+    pub fn fetch_count(&self) -> u64 {
+        self.inner
+            .fetched
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A valid token: the cached one unless it is within the refresh margin of expiring.
+    pub async fn token(&self) -> Result<AccessToken, HttpError> {
+        let mut cached = self.inner.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        let fresh = self.fetch().await?;
+        let token = fresh.token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    /// Drops `rejected` from the cache after a 401, so the next `token()` fetches a new one.
+    /// A token already replaced by another task is left alone.
+    pub async fn invalidate(&self, rejected: &AccessToken) {
+        let mut cached = self.inner.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| &c.token == rejected) {
+            *cached = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<Cached, HttpError> {
+        let started = Instant::now();
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.inner.credentials.client_id.as_str()),
+            (
+                "client_secret",
+                self.inner.credentials.client_secret.as_str(),
+            ),
+            ("token_type", "jwt"),
+        ];
+        let response = self
+            .inner
+            .http
+            .post(&self.inner.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| HttpError::Token(crate::client::describe(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(HttpError::Token(format!(
+                "HTTP {} from the token endpoint for client {}",
+                status.as_u16(),
+                self.inner.credentials.client_id
+            )));
+        }
+        let body: TokenResponse = response
+            .json()
+            .await
+            .map_err(|e| HttpError::Token(format!("unreadable token response: {e}")))?;
+        let token = body.access_token.ok_or_else(|| {
+            HttpError::Token("'access_token' does not exist in the response".into())
+        })?;
+        self.inner
+            .fetched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // No expires_in: assume the shortest sensible life and refresh often rather than late.
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60));
+        let refresh_at = started + lifetime.saturating_sub(self.inner.refresh_margin);
+        Ok(Cached {
+            token: AccessToken(token),
+            refresh_at,
+        })
+    }
+}

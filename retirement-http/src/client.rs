@@ -1,0 +1,411 @@
+//! [`ServiceClients`]: every configured service's retirement calls, with the shared token,
+//! timeouts, connection reuse, per-service concurrency limits and optional rate limits.
+//!
+//! A call returns what happened — a status and body, or a transport failure — as a
+//! [`CallOutcome`]; `retirement-core` decides what that means (success, retry, ERRORED).
+
+use std::collections::{BTreeMap, HashMap};
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use retirement_core::{Input, Pipeline, TransportErrorKind};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::auth::{ClientCredentials, TokenSource};
+use crate::catalog::{self, GenericService, LearnerRef};
+use crate::error::HttpError;
+
+/// Timeouts, limits and identity of the HTTP clients. Defaults are stated per field.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Connecting to a service (default 5 s). Upstream sets none (defect D12).
+    pub connect_timeout: Duration,
+    /// A whole request, connect to last body byte (default 60 s). Upstream sets none.
+    pub request_timeout: Duration,
+    /// The token call's total timeout (default 5 s, upstream's read timeout).
+    pub token_timeout: Duration,
+    /// Refresh the token this long before `expires_in` runs out (default 60 s).
+    pub token_refresh_margin: Duration,
+    /// Concurrent calls per service key at most (default 16).
+    pub max_concurrent_per_service: usize,
+    /// Requests per second per service key, for services that need protecting (default none).
+    pub rate_limits: BTreeMap<String, f64>,
+    /// The `User-Agent` header (default `learner-retirement/<version>`).
+    pub user_agent: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> HttpOptions {
+        HttpOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            token_timeout: Duration::from_secs(5),
+            token_refresh_margin: Duration::from_secs(60),
+            max_concurrent_per_service: 16,
+            rate_limits: BTreeMap::new(),
+            user_agent: concat!("learner-retirement/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// What one call produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// An HTTP answer, success or not.
+    Response {
+        /// The status.
+        status: u16,
+        /// The body as text.
+        body: String,
+        /// The `Retry-After` delay, when given in seconds.
+        retry_after: Option<Duration>,
+    },
+    /// No HTTP answer.
+    Transport {
+        /// How it failed.
+        kind: TransportErrorKind,
+        /// A description without secrets or PII.
+        message: String,
+    },
+}
+
+impl CallOutcome {
+    /// The machine input this outcome is.
+    pub fn into_input(self) -> Input {
+        match self {
+            CallOutcome::Response {
+                status,
+                body,
+                retry_after,
+            } => Input::Response {
+                status,
+                body,
+                retry_after,
+            },
+            CallOutcome::Transport { kind, message } => Input::TransportError { kind, message },
+        }
+    }
+}
+
+/// A simple pacer: calls of one service start at least `1 / rate` apart.
+struct Pacer {
+    interval: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
+
+/// A resolved operation: where and what to send.
+#[derive(Debug, Clone)]
+enum Target {
+    Builtin(&'static catalog::Operation),
+    Generic(GenericService),
+}
+
+/// Every service's retirement calls.
+pub struct ServiceClients {
+    http: reqwest::Client,
+    tokens: TokenSource,
+    base_urls: BTreeMap<String, String>,
+    generic: Vec<GenericService>,
+    limits: HashMap<String, Arc<Semaphore>>,
+    pacers: HashMap<String, Arc<Pacer>>,
+}
+
+impl std::fmt::Debug for ServiceClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClients")
+            .field("base_urls", &self.base_urls)
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
+/// A reqwest error's description without its URL, and the source chain that says why.
+pub(crate) fn describe(error: &reqwest::Error) -> String {
+    let mut message = error.to_string();
+    if let Some(url) = error.url() {
+        message = message.replace(&format!(" ({url})"), "");
+    }
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn classify(error: &reqwest::Error) -> TransportErrorKind {
+    if error.is_timeout() {
+        TransportErrorKind::Timeout
+    } else if error.is_connect() {
+        TransportErrorKind::Connect
+    } else {
+        let text = describe(error).to_lowercase();
+        if [
+            "reset",
+            "closed",
+            "incomplete",
+            "broken pipe",
+            "unexpected eof",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
+            || error.is_body()
+        {
+            TransportErrorKind::Reset
+        } else {
+            TransportErrorKind::Other
+        }
+    }
+}
+
+impl ServiceClients {
+    /// Builds the clients. Nothing is fetched yet: the token is requested on the first call
+    /// (upstream builds every client eagerly, fetching a token for services the pipeline never
+    /// uses, defect D18).
+    pub fn new(
+        base_urls: BTreeMap<String, String>,
+        credentials: ClientCredentials,
+        generic: Vec<GenericService>,
+        options: &HttpOptions,
+    ) -> Result<ServiceClients, HttpError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .user_agent(options.user_agent.clone())
+            .pool_max_idle_per_host(options.max_concurrent_per_service.max(1))
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
+        let token_http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout.min(Duration::from_millis(3050)))
+            .timeout(options.token_timeout)
+            .user_agent(options.user_agent.clone())
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
+        let lms = base_urls
+            .get("lms")
+            .ok_or_else(|| HttpError::MissingBaseUrl {
+                service: "LMS".into(),
+                key: "lms".into(),
+            })?;
+        let tokens = TokenSource::new(token_http, lms, credentials, options.token_refresh_margin)?;
+        let pacers = options
+            .rate_limits
+            .iter()
+            .filter(|(_, rate)| **rate > 0.0)
+            .map(|(service, rate)| {
+                (
+                    service.clone(),
+                    Arc::new(Pacer {
+                        interval: Duration::from_secs_f64(1.0 / rate),
+                        next: Mutex::new(Instant::now()),
+                    }),
+                )
+            })
+            .collect();
+        let max_concurrent = options.max_concurrent_per_service.max(1);
+        let mut limits = HashMap::new();
+        for service in catalog::OPERATIONS
+            .iter()
+            .map(|o| o.service)
+            .chain(generic.iter().map(|g| g.service.as_str()))
+        {
+            limits
+                .entry(service.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(max_concurrent)));
+        }
+        Ok(ServiceClients {
+            http,
+            tokens,
+            base_urls,
+            generic,
+            limits,
+            pacers,
+        })
+    }
+
+    /// The shared token source.
+    pub fn tokens(&self) -> &TokenSource {
+        &self.tokens
+    }
+
+    /// The reqwest client (shared connection pool), for the LMS-backed store.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The configured base URL of a config key (`lms`, `ecommerce`, …).
+    pub fn base_url(&self, key: &str) -> Option<&str> {
+        self.base_urls.get(key).map(String::as_str)
+    }
+
+    fn resolve(&self, service: &str, operation: &str) -> Result<(Target, String), HttpError> {
+        if let Some(generic) = self
+            .generic
+            .iter()
+            .find(|g| g.service == service && g.operation == operation)
+        {
+            return Ok((Target::Generic(generic.clone()), generic.base_url.clone()));
+        }
+        let op = catalog::find(service, operation).ok_or_else(|| HttpError::UnknownOperation {
+            service: service.to_owned(),
+            operation: operation.to_owned(),
+        })?;
+        let base =
+            self.base_urls
+                .get(op.base_url_key)
+                .ok_or_else(|| HttpError::MissingBaseUrl {
+                    service: service.to_owned(),
+                    key: op.base_url_key.to_owned(),
+                })?;
+        Ok((Target::Builtin(op), base.clone()))
+    }
+
+    /// Checks that every stage of `pipeline` resolves to an operation with a base URL: a
+    /// config error found before any learner is touched.
+    pub fn check_pipeline(&self, pipeline: &Pipeline) -> Result<(), HttpError> {
+        for stage in pipeline.stages() {
+            self.resolve(&stage.service, &stage.operation)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `service operation` for `learner` once (the core schedules any retry). A 401 is
+    /// answered by fetching a new token and sending once more.
+    pub async fn call(
+        &self,
+        service: &str,
+        operation: &str,
+        learner: &LearnerRef<'_>,
+    ) -> Result<CallOutcome, HttpError> {
+        let (target, base) = self.resolve(service, operation)?;
+        let (method, url, body) = match &target {
+            Target::Builtin(op) => {
+                let path = op.path.replace(
+                    "{user_id}",
+                    &learner
+                        .lms_user_id
+                        .map(|id| id.to_string())
+                        .unwrap_or_default(),
+                );
+                (
+                    op.method.to_owned(),
+                    catalog::join(&base, &path),
+                    catalog::body(op.body, learner),
+                )
+            }
+            Target::Generic(g) => (
+                g.method.clone(),
+                catalog::join(&base, &g.path),
+                Some(catalog::fill_template(&g.body_template, learner)),
+            ),
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+            HttpError::UnknownOperation {
+                service: service.to_owned(),
+                operation: operation.to_owned(),
+            }
+        })?;
+        let _permit = self.permit(service).await;
+        if let Some(pacer) = self.pacers.get(service) {
+            pacer.wait().await;
+        }
+        let mut outcome = self.send(&method, &url, body.as_ref()).await;
+        if let Ok((CallOutcome::Response { status: 401, .. }, Some(token))) = &outcome {
+            self.tokens.invalidate(token).await;
+            outcome = self.send(&method, &url, body.as_ref()).await;
+        }
+        Ok(match outcome {
+            Ok((result, _)) => result,
+            Err(e) => CallOutcome::Transport {
+                kind: TransportErrorKind::Other,
+                message: e.to_string(),
+            },
+        })
+    }
+
+    /// A slot of the service's concurrency limit (every resolvable service has one).
+    async fn permit(&self, service: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.limits.get(service)?.clone().acquire_owned().await.ok()
+    }
+
+    async fn send(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(CallOutcome, Option<crate::auth::AccessToken>), HttpError> {
+        let token = match self.tokens.token().await {
+            Ok(token) => token,
+            Err(e) => {
+                return Ok((
+                    CallOutcome::Transport {
+                        kind: TransportErrorKind::Other,
+                        message: e.to_string(),
+                    },
+                    None,
+                ));
+            }
+        };
+        let mut request = self
+            .http
+            .request(method.clone(), url)
+            .header(reqwest::header::AUTHORIZATION, token.header_value());
+        if let Some(body) = body {
+            request = request.json(body);
+        } else {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Ok((
+                    CallOutcome::Transport {
+                        kind: classify(&e),
+                        message: describe(&e),
+                    },
+                    Some(token),
+                ));
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        match response.text().await {
+            Ok(body) => Ok((
+                CallOutcome::Response {
+                    status,
+                    body,
+                    retry_after,
+                },
+                Some(token),
+            )),
+            // Headers came but the body broke off: the server did not finish.
+            Err(e) => Ok((
+                CallOutcome::Transport {
+                    kind: TransportErrorKind::Reset,
+                    message: format!("HTTP {status}, then the body broke off: {}", describe(&e)),
+                },
+                Some(token),
+            )),
+        }
+    }
+}

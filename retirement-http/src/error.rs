@@ -1,0 +1,41 @@
+//! The crate's one error type.
+
+/// What the HTTP adapters can fail with. Texts never hold a secret, a token or an original
+/// username.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The pipeline names a service whose base URL is not configured.
+    #[error("no base URL configured for service {service} (base_urls.{key})")]
+    MissingBaseUrl {
+        /// The service key, e.g. `ECOMMERCE`.
+        service: String,
+        /// The config key, e.g. `ecommerce`.
+        key: String,
+    },
+    /// The pipeline names an operation this crate does not know and no generic service defines.
+    #[error("unknown retirement operation {service} {operation}")]
+    UnknownOperation {
+        /// The service key.
+        service: String,
+        /// The operation.
+        operation: String,
+    },
+    /// A base URL that does not parse.
+    #[error("invalid base URL for {service}: {message}")]
+    BadBaseUrl {
+        /// The service key.
+        service: String,
+        /// Why.
+        message: String,
+    },
+    /// The token endpoint refused or failed.
+    #[error("fetching an access token failed: {0}")]
+    Token(String),
+    /// Building the HTTP client failed.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    /// The fake edX could not start.
+    #[error("the fake edX could not start: {0}")]
+    Fake(String),
+}

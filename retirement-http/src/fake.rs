@@ -1,0 +1,458 @@
+//! A fake edX on 127.0.0.1 for tests, the demo and the benchmarks: token issuing and expiry,
+//! the retirement step endpoints with upstream's state guard, per-path fault injection, and a
+//! record of every call (including any two overlapping calls for one learner).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use retirement_core::{SplitMix64, StateTable};
+use serde::Serialize;
+
+use crate::catalog;
+use crate::error::HttpError;
+
+/// What a path does instead of answering normally.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Fault {
+    /// Answer with this status (and `body`) instead of success.
+    pub status: Option<u16>,
+    /// The body for `status`.
+    pub body: Option<String>,
+    /// Wait this long before answering.
+    pub latency: Duration,
+    /// Never answer (the client's timeout must fire).
+    pub hang: bool,
+    /// Send headers, then break the connection off mid-body.
+    pub reset: bool,
+    /// Apply the fault to this share of calls only (0 < rate ≤ 1; 0 means always), drawn from
+    /// the fake's seeded generator.
+    pub rate: f64,
+}
+
+/// One recorded call.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordedCall {
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `Content-Type` header.
+    pub content_type: Option<String>,
+    /// The JSON body (`null` when empty or not JSON).
+    pub body: serde_json::Value,
+    /// The status answered (0 when the call hung or was cut off).
+    pub status: u16,
+}
+
+/// How the fake is set up.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    /// The OAuth2 client it accepts.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: String,
+    /// How long an issued token lives.
+    pub token_ttl: Duration,
+    /// The seed of the fault generator.
+    pub seed: u64,
+    /// Enforce the step endpoints' state guard (learners must be known and in a working state).
+    pub enforce_state_guard: bool,
+}
+
+impl Default for FakeConfig {
+    fn default() -> FakeConfig {
+        FakeConfig {
+            client_id: "retirement-worker".into(),
+            client_secret: "s3cret".into(),
+            token_ttl: Duration::from_secs(3600),
+            seed: 7,
+            enforce_state_guard: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    tokens: HashMap<String, Instant>,
+    issued: u64,
+    calls: Vec<RecordedCall>,
+    in_flight: HashMap<String, u32>,
+    overlaps: Vec<String>,
+    faults: HashMap<String, Fault>,
+    learners: HashMap<String, String>,
+}
+
+struct FakeState {
+    config: FakeConfig,
+    shared: Mutex<Shared>,
+    random: Mutex<SplitMix64>,
+    table: StateTable,
+}
+
+/// A running fake edX. Dropping it stops the server.
+pub struct FakeEdx {
+    address: SocketAddr,
+    state: Arc<FakeState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeEdx {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeEdx {
+    /// Starts the fake on an ephemeral port of 127.0.0.1.
+    pub async fn start(config: FakeConfig) -> Result<FakeEdx, HttpError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| HttpError::Fake(e.to_string()))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| HttpError::Fake(e.to_string()))?;
+        let state = Arc::new(FakeState {
+            random: Mutex::new(SplitMix64::new(config.seed)),
+            config,
+            shared: Mutex::new(Shared::default()),
+            table: StateTable::upstream_default(),
+        });
+        let app = Router::new()
+            .route("/oauth2/access_token", post(issue_token))
+            .fallback(step)
+            .with_state(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeEdx {
+            address,
+            state,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every call so far, in arrival order (token requests excluded).
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.lock().calls.clone()
+    }
+
+    /// Usernames that had two calls in flight at once.
+    pub fn overlaps(&self) -> Vec<String> {
+        self.lock().overlaps.clone()
+    }
+
+    /// Tokens issued so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.lock().issued
+    }
+
+    /// Expires every issued token now (a service then answers 401).
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    /// Sets (or with `None`, clears) the fault of one path.
+    pub fn set_fault(&self, path: &str, fault: Option<Fault>) {
+        let mut shared = self.lock();
+        match fault {
+            Some(fault) => shared.faults.insert(path.to_owned(), fault),
+            None => shared.faults.remove(path),
+        };
+    }
+
+    /// Records a learner's current state for the step endpoints' guard.
+    pub fn set_learner_state(&self, original_username: &str, state: &str) {
+        self.lock()
+            .learners
+            .insert(original_username.to_owned(), state.to_owned());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.state.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl FakeState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+async fn issue_token(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    let form: HashMap<String, String> = serde_urlencoded_pairs(&body);
+    let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form.get("client_id") == Some(&state.config.client_id)
+        && form.get("client_secret") == Some(&state.config.client_secret)
+        && form.get("token_type").map(String::as_str) == Some("jwt");
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "invalid_client"})),
+        )
+            .into_response();
+    }
+    let mut shared = state.lock();
+    shared.issued += 1;
+    let token = format!("fake-jwt-{}", shared.issued);
+    shared
+        .tokens
+        .insert(token.clone(), Instant::now() + state.config.token_ttl);
+    axum::Json(serde_json::json!({
+        "access_token": token,
+        "expires_in": state.config.token_ttl.as_secs(),
+        "token_type": "JWT",
+    }))
+    .into_response()
+}
+
+/// `a=b&c=d` → map (the token form has no repeated keys).
+fn serde_urlencoded_pairs(body: &[u8]) -> HashMap<String, String> {
+    let text = String::from_utf8_lossy(body);
+    text.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decrements a learner's in-flight count however the handler ends (a client that times out
+/// drops the connection, and with it this future).
+struct InFlight {
+    state: Arc<FakeState>,
+    username: Option<String>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(username) = &self.username {
+            let mut shared = self.state.lock();
+            if let Some(count) = shared.in_flight.get_mut(username) {
+                *count = count.saturating_sub(1);
+            }
+        }
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let method = parts.method.to_string();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    let mut record = RecordedCall {
+        method: method.clone(),
+        path: path.clone(),
+        authorization: header(&parts.headers, "authorization"),
+        content_type: header(&parts.headers, "content-type"),
+        body: json.clone(),
+        status: 0,
+    };
+    let respond =
+        |state: &FakeState, mut record: RecordedCall, status: u16, body: serde_json::Value| {
+            record.status = status;
+            state.lock().calls.push(record);
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if body.is_null() {
+                code.into_response()
+            } else {
+                (code, axum::Json(body)).into_response()
+            }
+        };
+
+    // Authentication: a live token issued by this fake.
+    let authorised = record
+        .authorization
+        .as_deref()
+        .and_then(|h| h.strip_prefix("JWT "))
+        .is_some_and(|token| {
+            state
+                .lock()
+                .tokens
+                .get(token)
+                .is_some_and(|expires| *expires > Instant::now())
+        });
+    if !authorised {
+        return respond(
+            &state,
+            record,
+            401,
+            serde_json::json!({"detail": "Authentication credentials were not provided."}),
+        );
+    }
+    let Some(operation) = catalog::OPERATIONS
+        .iter()
+        .find(|op| op.method == method && path_matches(op.path, &path))
+    else {
+        return respond(&state, record, 404, serde_json::Value::Null);
+    };
+    // Removed upstream by DEPR-8 (defect D9): a pipeline that still lists it fails here as it
+    // would against a real LMS.
+    if operation.name == "retirement_retire_mailings" {
+        return respond(&state, record, 404, serde_json::Value::Null);
+    }
+    let username = json
+        .get("username")
+        .or_else(|| json.get("original_username"))
+        .and_then(|u| u.as_str())
+        .map(str::to_owned);
+    let _in_flight = {
+        let mut shared = state.lock();
+        if let Some(username) = &username {
+            let count = shared.in_flight.entry(username.clone()).or_default();
+            *count += 1;
+            if *count > 1 {
+                shared.overlaps.push(username.clone());
+            }
+        }
+        InFlight {
+            state: state.clone(),
+            username: username.clone(),
+        }
+    };
+
+    // The state guard of the LMS step endpoints (upstream's status codes, defect D4 included).
+    if state.config.enforce_state_guard && operation.service == "LMS" {
+        let current = username
+            .as_ref()
+            .and_then(|u| state.lock().learners.get(u).cloned());
+        match current {
+            None => return respond(&state, record, 404, serde_json::Value::Null),
+            Some(current) if !state.table.is_actionable(&current) => {
+                let code = match operation.name {
+                    "retirement_retire_forum"
+                    | "retirement_unenroll"
+                    | "retirement_partner_queue" => 500,
+                    "retirement_retire_notes" => 405,
+                    _ => 400,
+                };
+                return respond(
+                    &state,
+                    record,
+                    code,
+                    serde_json::json!(format!(
+                        "{current} is not a valid state to perform retirement actions on."
+                    )),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    let fault = state.lock().faults.get(&path).cloned();
+    if let Some(fault) = fault {
+        let applies = fault.rate <= 0.0 || {
+            let draw = state
+                .random
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_u64();
+            (draw as f64 / u64::MAX as f64) < fault.rate
+        };
+        if applies {
+            if !fault.latency.is_zero() {
+                tokio::time::sleep(fault.latency).await;
+            }
+            if fault.hang {
+                state.lock().calls.push(record);
+                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+                return StatusCode::GATEWAY_TIMEOUT.into_response();
+            }
+            if fault.reset {
+                state.lock().calls.push(record);
+                let broken = futures_util::stream::iter([
+                    Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"partial\"")),
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "reset by fake",
+                    )),
+                ]);
+                return Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(Body::from_stream(broken))
+                    .unwrap_or_default();
+            }
+            if let Some(status) = fault.status {
+                let body = fault
+                    .body
+                    .clone()
+                    .map(serde_json::Value::String)
+                    .unwrap_or(serde_json::Value::Null);
+                return respond(&state, record, status, body);
+            }
+        }
+    }
+    record.status = if operation.name == "retirement_unenroll" {
+        200
+    } else {
+        204
+    };
+    if operation.name == "retirement_unenroll" {
+        return respond(
+            &state,
+            record,
+            200,
+            serde_json::json!(["course-v1:edX+DemoX+Demo_Course"]),
+        );
+    }
+    respond(&state, record, 204, serde_json::Value::Null)
+}
+
+/// Whether `path` is `/<template>` with `{user_id}` standing for digits.
+fn path_matches(template: &str, path: &str) -> bool {
+    let path = path.trim_start_matches('/');
+    match template.split_once("{user_id}") {
+        None => template == path,
+        Some((prefix, suffix)) => path
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit())),
+    }
+}
