@@ -4,6 +4,8 @@
 //! - `cargo xtask bench expiry [--rows N] [--backend sqlite|postgres|mysql] [--batch N]`: the
 //!   store's expiry pass against a set-based SQL baseline (retirement-store's `expiry_bench`
 //!   example, built in release mode).
+//! - `cargo xtask bench http [--calls N] [--concurrency N]`: step calls through retirement-http's
+//!   clients against the fake edX on loopback (the `http_bench` example).
 //!
 //! Repository-hygiene checks (architecture invariants) run as tests: `cargo test -p xtask`.
 
@@ -17,7 +19,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults"
             );
             ExitCode::SUCCESS
         }
@@ -64,33 +66,37 @@ fn ci() -> ExitCode {
 
 fn bench(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
-        Some("expiry") => {
-            let status = Command::new(cargo())
-                .args([
-                    "run",
-                    "--quiet",
-                    "--release",
-                    "-p",
-                    "retirement-store",
-                    "--example",
-                    "expiry_bench",
-                    "--",
-                ])
-                .args(&args[1..])
-                .current_dir(project_root())
-                .status();
-            match status {
-                Ok(s) if s.success() => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::FAILURE,
-                Err(e) => {
-                    eprintln!("xtask bench: could not run cargo: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some("expiry") => run_example("retirement-store", "expiry_bench", &args[1..]),
+        Some("http") => run_example("retirement-http", "http_bench", &args[1..]),
         other => {
-            eprintln!("xtask bench: unknown benchmark {other:?}; available: expiry");
+            eprintln!("xtask bench: unknown benchmark {other:?}; available: expiry, http");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `cargo run --release -p <package> --example <example> -- <args>`.
+fn run_example(package: &str, example: &str, args: &[String]) -> ExitCode {
+    let status = Command::new(cargo())
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--example",
+            example,
+            "--",
+        ])
+        .args(args)
+        .current_dir(project_root())
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask bench: could not run cargo: {e}");
+            ExitCode::FAILURE
         }
     }
 }
