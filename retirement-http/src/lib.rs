@@ -15,9 +15,12 @@ pub mod catalog;
 mod client;
 mod error;
 pub mod fake;
+mod lms_store;
+mod status_json;
 
 pub use auth::{AccessToken, ClientCredentials, TokenSource, token_url};
 pub use catalog::{GenericService, LearnerRef};
 pub use client::{CallOutcome, HttpOptions, ServiceClients};
 pub use error::HttpError;
+pub use lms_store::LmsStore;
 pub use retirement_core;

@@ -134,6 +134,15 @@ pub enum StoreError {
         /// The backend.
         backend: &'static str,
     },
+    /// The LMS (the LMS-backed store) refused a request. `message` is the LMS's own text when
+    /// it names no learner, else a summary.
+    #[error("the LMS answered {status}: {message}")]
+    Lms {
+        /// The HTTP status.
+        status: u16,
+        /// What it said.
+        message: String,
+    },
     /// An argument outside what the store accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -1,5 +1,7 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
+mod lms_store;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -1,0 +1,513 @@
+//! [`LmsStore`]: `retirement-store`'s [`RetirementStore`] over a real Open edX LMS, so the
+//! driver works against an existing installation as tubular does.
+//!
+//! What the LMS API cannot do, and what happens instead:
+//! - no state table, state sync, enqueue, ledger lookup or lookup by id: those answer
+//!   [`StoreError::Unsupported`] (`get` by id works for learners this store has already listed or
+//!   claimed);
+//! - no leases: a claim lists the queue; a learner in a working state is claimable once its
+//!   `modified` time is older than the lease length (the worker that moved it there is presumed
+//!   gone). The real fence is the LMS's own forward-only rule: two workers cannot both move a
+//!   learner into `RETIRING_X`. Heartbeats and releases change nothing on the LMS, so a step that
+//!   outlives the lease length may be claimed again: set the lease above the request timeout
+//!   times the retry budget;
+//! - no audit fields: an operator's name and reason go into the `response` text of a forced move;
+//! - `bulk_move` and `cleanup` are not one transaction: bulk moves stop at the first refusal
+//!   (earlier learners stay moved), and rewinds go to `last_state` as upstream's script does.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use retirement_core::{
+    Actor, CoreError, LogEntry, Override, Retirement, RetirementId, StateTable, SyncPlan,
+};
+use retirement_store::{
+    ClaimRequest, Claimed, Lease, MoveTarget, NewRetirement, QueueQuery, Result, RetirementStore,
+    StateWindow, StoreError,
+};
+
+use crate::client::{ServiceClients, describe};
+use crate::status_json::StatusJson;
+
+const ACCOUNTS: &str = "api/user/v1/accounts";
+
+/// The LMS as the retirement store.
+pub struct LmsStore {
+    clients: Arc<ServiceClients>,
+    lms: String,
+    usernames: Mutex<HashMap<i64, String>>,
+}
+
+impl std::fmt::Debug for LmsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LmsStore").field("lms", &self.lms).finish()
+    }
+}
+
+fn unsupported(operation: &'static str) -> StoreError {
+    StoreError::Unsupported {
+        operation,
+        backend: "LMS",
+    }
+}
+
+/// The LMS's error text: a bare JSON string, `{"message": …}`, or the raw body.
+fn message_of(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(v) => v
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| body.to_owned()),
+        Err(_) => body.to_owned(),
+    }
+}
+
+impl LmsStore {
+    /// A store over the LMS at `base_urls.lms` of `clients`, sharing its token and connections.
+    pub fn new(clients: Arc<ServiceClients>) -> Result<LmsStore> {
+        let lms = clients
+            .base_url("lms")
+            .ok_or_else(|| StoreError::InvalidArgument("base_urls.lms is not configured".into()))?
+            .trim_end_matches('/')
+            .to_owned();
+        Ok(LmsStore {
+            clients,
+            lms,
+            usernames: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn remember(&self, list: &[Retirement]) {
+        let mut map = self.usernames.lock().unwrap_or_else(|p| p.into_inner());
+        for r in list {
+            map.insert(r.id().0, r.original().username.clone());
+        }
+    }
+
+    fn username_of(&self, id: RetirementId) -> Result<String> {
+        self.usernames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id.0)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!(
+                    "retirement {id} (the LMS is looked up by username; list or claim it first)"
+                ),
+            })
+    }
+
+    /// One request with the shared token (renewed once on a 401): status and body.
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, String)> {
+        let url = format!("{}/{path}", self.lms);
+        let mut renewed = false;
+        loop {
+            let token = self
+                .clients
+                .tokens()
+                .token()
+                .await
+                .map_err(|e| StoreError::Connection(e.to_string()))?;
+            let mut request = self
+                .clients
+                .http()
+                .request(method.clone(), &url)
+                .query(query)
+                .header(reqwest::header::AUTHORIZATION, token.header_value());
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| StoreError::Connection(describe(&e)))?;
+            let status = response.status().as_u16();
+            let text = response
+                .text()
+                .await
+                .map_err(|e| StoreError::Connection(describe(&e)))?;
+            if status == 401 && !renewed {
+                self.clients.tokens().invalidate(&token).await;
+                renewed = true;
+                continue;
+            }
+            return Ok((status, text));
+        }
+    }
+
+    fn parse_list(&self, body: &str) -> Result<Vec<Retirement>> {
+        let list: Vec<StatusJson> = serde_json::from_str(body).map_err(|e| StoreError::Lms {
+            status: 200,
+            message: format!("unreadable status list: {e}"),
+        })?;
+        let list: Vec<Retirement> = list.into_iter().map(StatusJson::into_retirement).collect();
+        self.remember(&list);
+        Ok(list)
+    }
+
+    async fn patch_state(
+        &self,
+        username: &str,
+        new_state: &str,
+        response: &str,
+        force: bool,
+    ) -> Result<()> {
+        let mut body = serde_json::json!({
+            "username": username,
+            "new_state": new_state,
+            "response": response,
+        });
+        if force {
+            body["force"] = serde_json::Value::Bool(true);
+        }
+        let (status, text) = self
+            .request(
+                reqwest::Method::PATCH,
+                &format!("{ACCOUNTS}/update_retirement_status/"),
+                &[],
+                Some(body),
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(()),
+            404 => Err(StoreError::NotFound {
+                what: "that original username".into(),
+            }),
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&text),
+            }),
+        }
+    }
+
+    fn window_query(window: &StateWindow) -> Vec<(&'static str, String)> {
+        vec![
+            ("start_date", window.start.format("%Y-%m-%d").to_string()),
+            ("end_date", window.end.format("%Y-%m-%d").to_string()),
+            ("state", window.state.clone()),
+        ]
+    }
+}
+
+#[async_trait]
+impl RetirementStore for LmsStore {
+    async fn state_table(&self) -> Result<StateTable> {
+        Err(unsupported("reading the state table"))
+    }
+
+    async fn sync_states(&self, _desired: &[String], _dry_run: bool) -> Result<SyncPlan> {
+        Err(unsupported(
+            "states sync (run populate_retirement_states on the LMS)",
+        ))
+    }
+
+    async fn enqueue(&self, _request: NewRetirement, _now: DateTime<Utc>) -> Result<Retirement> {
+        Err(unsupported(
+            "enqueue (learners request retirement through the LMS)",
+        ))
+    }
+
+    async fn was_requested(&self, _retired_usernames: &[String]) -> Result<bool> {
+        Err(unsupported("the request ledger"))
+    }
+
+    async fn get(&self, id: RetirementId) -> Result<Retirement> {
+        let username = self.username_of(id)?;
+        self.find_by_username(&username).await
+    }
+
+    async fn find_by_username(&self, original_username: &str) -> Result<Retirement> {
+        let segment: String = original_username
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{ACCOUNTS}/{segment}/retirement_status/"),
+                &[],
+                None,
+            )
+            .await?;
+        match status {
+            200 => {
+                let status: StatusJson =
+                    serde_json::from_str(&body).map_err(|e| StoreError::Lms {
+                        status: 200,
+                        message: format!("unreadable status: {e}"),
+                    })?;
+                let r = status.into_retirement();
+                self.remember(std::slice::from_ref(&r));
+                Ok(r)
+            }
+            404 => Err(StoreError::NotFound {
+                what: "that original username".into(),
+            }),
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            }),
+        }
+    }
+
+    async fn queue(&self, query: &QueueQuery, _now: DateTime<Utc>) -> Result<Vec<Retirement>> {
+        let mut params: Vec<(&str, String)> =
+            vec![("cool_off_days", query.cool_off_days.to_string())];
+        params.extend(query.states.iter().map(|s| ("states", s.clone())));
+        if let Some(limit) = query.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{ACCOUNTS}/retirement_queue/"),
+                &params,
+                None,
+            )
+            .await?;
+        if status != 200 {
+            return Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            });
+        }
+        let mut list = self.parse_list(&body)?;
+        // Older LMS versions ignore `limit`: truncate here too, as tubular does.
+        if let Some(limit) = query.limit {
+            list.truncate(limit.max(0) as usize);
+        }
+        Ok(list)
+    }
+
+    async fn by_state_and_date(
+        &self,
+        window: &StateWindow,
+        _now: DateTime<Utc>,
+    ) -> Result<Vec<Retirement>> {
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{ACCOUNTS}/retirements_by_status_and_date/"),
+                &Self::window_query(window),
+                None,
+            )
+            .await?;
+        if status != 200 {
+            return Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            });
+        }
+        self.parse_list(&body)
+    }
+
+    async fn advance(
+        &self,
+        id: RetirementId,
+        _lease: Option<&Lease>,
+        new_state: &str,
+        response: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LogEntry> {
+        let username = self.username_of(id)?;
+        self.patch_state(&username, new_state, response, false)
+            .await?;
+        Ok(LogEntry {
+            at: now,
+            from: None,
+            to: new_state.to_owned(),
+            actor,
+            text: response.to_owned(),
+        })
+    }
+
+    async fn force(
+        &self,
+        id: RetirementId,
+        to: &str,
+        why: &Override,
+        _now: DateTime<Utc>,
+    ) -> Result<Retirement> {
+        if why.operator.trim().is_empty() {
+            return Err(CoreError::MissingAuditField { field: "operator" }.into());
+        }
+        if why.reason.trim().is_empty() {
+            return Err(CoreError::MissingAuditField { field: "reason" }.into());
+        }
+        let username = self.username_of(id)?;
+        let text = format!(
+            "Forced by operator {} to {to}: {}",
+            why.operator, why.reason
+        );
+        self.patch_state(&username, to, &text, true).await?;
+        self.find_by_username(&username).await
+    }
+
+    async fn bulk_move(
+        &self,
+        window: &StateWindow,
+        target: &MoveTarget,
+        why: &Override,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(RetirementId, LogEntry)>> {
+        let learners = self.by_state_and_date(window, now).await?;
+        let mut moved = Vec::with_capacity(learners.len());
+        for learner in learners {
+            let to = match target {
+                MoveTarget::To(state) => state.clone(),
+                MoveTarget::Rewind => learner.last_state().to_owned(),
+            };
+            let text = format!(
+                "Forced by operator {} to {to}: {}",
+                why.operator, why.reason
+            );
+            self.patch_state(&learner.original().username, &to, &text, true)
+                .await?;
+            moved.push((
+                learner.id(),
+                LogEntry {
+                    at: now,
+                    from: Some(learner.current_state().to_owned()),
+                    to,
+                    actor: Actor::Operator(why.operator.clone()),
+                    text,
+                },
+            ));
+        }
+        Ok(moved)
+    }
+
+    async fn cancel(&self, id: RetirementId) -> Result<()> {
+        let (status, body) = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{ACCOUNTS}/cancel_retirement/"),
+                &[],
+                Some(serde_json::json!({ "retirement_id": id.0 })),
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(()),
+            _ => {
+                let message = message_of(&body);
+                if message == "Retirement does not exist!" {
+                    return Err(StoreError::NotFound {
+                        what: format!("retirement {id}"),
+                    });
+                }
+                if message.starts_with("Retirement requests can only be cancelled") {
+                    // Upstream's text names the original username: keep only the state.
+                    let state = message.rsplit(": ").next().unwrap_or_default().to_owned();
+                    return Err(CoreError::NotPending {
+                        retirement_id: id,
+                        state,
+                    }
+                    .into());
+                }
+                Err(StoreError::Lms {
+                    status,
+                    message: "cancellation refused".into(),
+                })
+            }
+        }
+    }
+
+    async fn cleanup(&self, original_usernames: &[String]) -> Result<Vec<Retirement>> {
+        if original_usernames.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut records = Vec::with_capacity(original_usernames.len());
+        for username in original_usernames {
+            match self.find_by_username(username).await {
+                Ok(r) => records.push(r),
+                Err(StoreError::NotFound { .. }) => return Err(StoreError::NotAllComplete),
+                Err(e) => return Err(e),
+            }
+        }
+        let (status, body) = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{ACCOUNTS}/retirement_cleanup/"),
+                &[],
+                Some(serde_json::json!({ "usernames": original_usernames })),
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(records),
+            400 if message_of(&body) == "Not all usernames exist in the COMPLETE state." => {
+                Err(StoreError::NotAllComplete)
+            }
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            }),
+        }
+    }
+
+    async fn claim(&self, request: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>> {
+        if request.limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut states = request.resume_states.clone();
+        states.extend(request.working_states.iter().cloned());
+        let query = QueueQuery {
+            states,
+            cool_off_days: request.cool_off_days,
+            limit: None,
+        };
+        let listed = self.queue(&query, now).await?;
+        let expires = now + request.lease_for;
+        Ok(listed
+            .into_iter()
+            .filter_map(|r| {
+                let working = request
+                    .working_states
+                    .iter()
+                    .any(|s| s == r.current_state());
+                // A working learner is someone else's until its lease (emulated by `modified`)
+                // runs out.
+                if working && r.modified() + request.lease_for > now {
+                    return None;
+                }
+                Some(Claimed {
+                    lease: Lease {
+                        retirement_id: r.id(),
+                        owner: request.owner.clone(),
+                        attempt: r.modified().timestamp_micros(),
+                        expires,
+                    },
+                    resumes_working_state: working,
+                    retirement: r,
+                })
+            })
+            .take(request.limit as usize)
+            .collect())
+    }
+
+    async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
+        Ok(Lease {
+            expires: until,
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, _lease: &Lease) -> Result<()> {
+        Ok(())
+    }
+}
