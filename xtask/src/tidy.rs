@@ -211,3 +211,39 @@ fn only_the_store_speaks_sql() {
         }
     }
 }
+
+/// The HTTP clients use rustls with bundled roots: no crate named like OpenSSL (not even
+/// `openssl-probe`) anywhere in retirement-http's tree, as `cargo tree | grep -i openssl` checks.
+#[test]
+fn http_has_no_openssl_in_its_tree() {
+    let output = Command::new(cargo())
+        .args([
+            "tree",
+            "--locked",
+            "-p",
+            "retirement-http",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(project_root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        tree.contains("reqwest"),
+        "cargo tree printed nothing useful: {tree}"
+    );
+    let hits: Vec<&str> = tree
+        .lines()
+        .filter(|l| l.to_lowercase().contains("openssl"))
+        .collect();
+    assert!(
+        hits.is_empty(),
+        "OpenSSL in retirement-http's tree: {hits:?}"
+    );
+}

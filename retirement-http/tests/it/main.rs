@@ -1,5 +1,6 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
+mod driven;
 mod lms_store;
 
 use std::collections::BTreeMap;
@@ -414,6 +415,31 @@ async fn pipelines_are_checked_before_any_call() {
         err.to_string(),
         "no base URL configured for service LMS (base_urls.lms)"
     );
+}
+
+#[tokio::test]
+async fn a_rate_limit_spaces_calls_out() {
+    let fake = fake().await;
+    let options = HttpOptions {
+        rate_limits: [("ECOMMERCE".to_string(), 20.0)].into_iter().collect(),
+        ..HttpOptions::default()
+    };
+    let clients = clients(&fake, &options);
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        clients
+            .call("ECOMMERCE", "retire_learner", &learner())
+            .await
+            .unwrap();
+    }
+    // Five calls at 20 per second start at least 4 × 50 ms apart in all (a lower bound: the
+    // pacer's promise, not a speed).
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.calls().len(), 5);
 }
 
 #[test]
