@@ -587,13 +587,7 @@ async fn lms_queue(
         cool_off_days,
         limit,
     };
-    match (
-        store.queue(&query, chrono::Utc::now()).await,
-        store.state_table().await,
-    ) {
-        (Ok(list), Ok(table)) => axum::Json(status_list(&list, &table)).into_response(),
-        (Err(e), _) | (_, Err(e)) => bare(400, e.to_string()),
-    }
+    list_response(&store, store.queue(&query, chrono::Utc::now()).await).await
 }
 
 async fn lms_by_date(
@@ -636,10 +630,16 @@ async fn lms_by_date(
         start,
         end,
     };
-    match (
-        store.by_state_and_date(&window, chrono::Utc::now()).await,
-        store.state_table().await,
-    ) {
+    let listed = store.by_state_and_date(&window, chrono::Utc::now()).await;
+    list_response(&store, listed).await
+}
+
+/// A status list as JSON, or the store's refusal as a bare 400 string.
+async fn list_response(
+    store: &DieselStore,
+    listed: Result<Vec<retirement_core::Retirement>, StoreError>,
+) -> Response {
+    match (listed, store.state_table().await) {
         (Ok(list), Ok(table)) => axum::Json(status_list(&list, &table)).into_response(),
         (Err(e), _) | (_, Err(e)) => bare(400, e.to_string()),
     }

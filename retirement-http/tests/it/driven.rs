@@ -1,7 +1,6 @@
 //! The core's machine driving real calls through the clients to the fake edX: 404s are
 //! tolerated only where the pipeline says so.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
@@ -9,9 +8,9 @@ use retirement_core::{
     Action, Actor, DriverOptions, Input, Machine, OriginalIdentity, Outcome, Pipeline,
     RetiredIdConfig, RetirementId, SplitMix64, Stage, StateTable,
 };
-use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
-use retirement_http::{ClientCredentials, HttpOptions, LearnerRef, ServiceClients};
-use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
+use retirement_http::fake::Fault;
+use retirement_http::{LearnerRef, ServiceClients};
+use retirement_store::{DieselStore, NewRetirement, RetirementStore};
 
 const STATES: &[&str] = &[
     "PENDING",
@@ -77,58 +76,30 @@ async fn drive(
     }
 }
 
-async fn setup(
-    dir: &std::path::Path,
-) -> (Arc<DieselStore>, FakeEdx, ServiceClients, Arc<Pipeline>) {
-    let url = format!("sqlite://{}", dir.join("driven.db").display());
-    let store = DieselStore::open(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    let names: Vec<String> = STATES.iter().map(|s| s.to_string()).collect();
-    store.sync_states(&names, false).await.unwrap();
+fn pipeline() -> Arc<Pipeline> {
     let table = StateTable::from_names(STATES).unwrap();
-    let pipeline = Pipeline::new(
-        vec![
-            Stage::new(
-                "RETIRING_FORUMS",
-                "FORUMS_COMPLETE",
-                "LMS",
-                "retirement_retire_forum",
-            ),
-            Stage::new(
-                "RETIRING_LMS",
-                "LMS_COMPLETE",
-                "LMS",
-                "retirement_lms_retire",
-            ),
-        ],
-        &table,
-    )
-    .unwrap();
-    let store = Arc::new(store);
-    let fake = FakeEdx::start(FakeConfig {
-        lms_store: Some(store.clone()),
-        ..FakeConfig::default()
-    })
-    .await
-    .unwrap();
-    let base_urls: BTreeMap<String, String> =
-        [("lms".to_string(), fake.base_url())].into_iter().collect();
-    let credentials = ClientCredentials {
-        client_id: "retirement-worker".into(),
-        client_secret: "s3cret".into(),
-    };
-    let clients =
-        ServiceClients::new(base_urls, credentials, Vec::new(), &HttpOptions::default()).unwrap();
-    (store, fake, clients, Arc::new(pipeline))
+    let stages = vec![
+        Stage::new(
+            "RETIRING_FORUMS",
+            "FORUMS_COMPLETE",
+            "LMS",
+            "retirement_retire_forum",
+        ),
+        Stage::new(
+            "RETIRING_LMS",
+            "LMS_COMPLETE",
+            "LMS",
+            "retirement_lms_retire",
+        ),
+    ];
+    Arc::new(Pipeline::new(stages, &table).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_404_is_success_only_where_the_stage_tolerates_it() {
-    let dir = std::env::temp_dir().join(format!("driven-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (store, fake, clients, pipeline) = setup(&dir).await;
+    let names: Vec<String> = STATES.iter().map(|s| s.to_string()).collect();
+    let world = crate::support::lms_world(&names).await;
+    let (store, fake, clients, pipeline) = (&world.store, &world.fake, &world.clients, pipeline());
     let ids = RetiredIdConfig::new(vec!["salt".into()]).unwrap();
     let enqueue = |n: i64| {
         let original = OriginalIdentity {
@@ -154,7 +125,7 @@ async fn a_404_is_success_only_where_the_stage_tolerates_it() {
     );
     let a = enqueue(1).await.unwrap();
     assert_eq!(
-        drive(&store, &clients, pipeline.clone(), a.id()).await,
+        drive(store, clients, pipeline.clone(), a.id()).await,
         Outcome::Completed
     );
     let log = store.get(a.id()).await.unwrap().log().to_vec();
@@ -167,7 +138,7 @@ async fn a_404_is_success_only_where_the_stage_tolerates_it() {
     // The final LMS step answers 404: not tolerated, the learner is ERRORED with the body.
     fake.set_fault("/api/user/v1/accounts/retire/", Some(not_found));
     let b = enqueue(2).await.unwrap();
-    match drive(&store, &clients, pipeline.clone(), b.id()).await {
+    match drive(store, clients, pipeline.clone(), b.id()).await {
         Outcome::Errored {
             state,
             message,
@@ -184,6 +155,4 @@ async fn a_404_is_success_only_where_the_stage_tolerates_it() {
     }
     assert_eq!(store.get(b.id()).await.unwrap().current_state(), "ERRORED");
     assert!(fake.overlaps().is_empty());
-    drop(fake);
-    let _ = std::fs::remove_dir_all(&dir);
 }

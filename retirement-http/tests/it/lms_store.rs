@@ -5,48 +5,22 @@
 //! ledger, lookup by id before a listing, real leases (heartbeat and fencing are emulated), and
 //! one-transaction bulk moves and cleanups.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use chrono::{TimeDelta, Utc};
 use retirement_core::{Actor, OriginalIdentity, Override, Pipeline, RetiredIdConfig, RetirementId};
-use retirement_http::fake::{FakeConfig, FakeEdx};
-use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
-use retirement_store::{
-    ClaimRequest, DieselStore, NewRetirement, QueueQuery, RetirementStore, StoreError, StoreOptions,
-};
+use retirement_http::LmsStore;
+use retirement_http::fake::FakeEdx;
+use retirement_store::{ClaimRequest, NewRetirement, QueueQuery, RetirementStore, StoreError};
 
 struct Setup {
-    direct: Arc<DieselStore>,
+    world: crate::support::LmsWorld,
     lms: LmsStore,
-    fake: FakeEdx,
     pipeline: Pipeline,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 async fn setup(learners: usize) -> Setup {
-    let dir = std::env::temp_dir().join(format!(
-        "lms-store-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("lms.db").display());
-    let direct = DieselStore::open(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    direct.migrate().await.unwrap();
     let (table, pipeline) = Pipeline::six_stage_example();
     let names: Vec<String> = table.names().map(str::to_owned).collect();
-    direct.sync_states(&names, false).await.unwrap();
+    let world = crate::support::lms_world(&names).await;
     let ids = RetiredIdConfig::new(vec!["salt".into()]).unwrap();
     let long_ago = Utc::now() - TimeDelta::days(30);
     for n in 0..learners {
@@ -55,7 +29,8 @@ async fn setup(learners: usize) -> Setup {
             email: format!("learner{n}@example.com"),
             name: format!("Learner {n}"),
         };
-        direct
+        world
+            .store
             .enqueue(
                 NewRetirement::new(original, Some(n as i64 + 1), &ids),
                 long_ago,
@@ -63,43 +38,19 @@ async fn setup(learners: usize) -> Setup {
             .await
             .unwrap();
     }
-    let direct = Arc::new(direct);
-    let fake = FakeEdx::start(FakeConfig {
-        lms_store: Some(direct.clone()),
-        ..FakeConfig::default()
-    })
-    .await
-    .unwrap();
-    let base_urls: BTreeMap<String, String> =
-        [("lms".to_string(), fake.base_url())].into_iter().collect();
-    let credentials = ClientCredentials {
-        client_id: "retirement-worker".into(),
-        client_secret: "s3cret".into(),
-    };
-    let clients = Arc::new(
-        ServiceClients::new(base_urls, credentials, Vec::new(), &HttpOptions::default()).unwrap(),
-    );
-    let lms = LmsStore::new(clients).unwrap();
+    let lms = LmsStore::new(world.clients.clone()).unwrap();
     Setup {
-        direct,
+        world,
         lms,
-        fake,
         pipeline,
-        _dir: TempDir(dir),
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::SeqCst)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lookups_and_listings_match_the_stores_own() {
     let s = setup(3).await;
     let via_lms = s.lms.find_by_username("Learner1").await.unwrap();
-    let direct = s.direct.find_by_username("Learner1").await.unwrap();
+    let direct = s.world.store.find_by_username("Learner1").await.unwrap();
     assert_eq!(via_lms.parts().id, direct.parts().id);
     assert_eq!(via_lms.original(), direct.original());
     assert_eq!(via_lms.created(), direct.created());
@@ -127,7 +78,8 @@ async fn lookups_and_listings_match_the_stores_own() {
         .map(|r| r.id())
         .collect();
     let direct_ids: Vec<RetirementId> = s
-        .direct
+        .world
+        .store
         .queue(&query, Utc::now())
         .await
         .unwrap()
@@ -176,7 +128,12 @@ async fn transitions_go_through_the_lms_rules() {
         .await
         .unwrap();
     assert_eq!(
-        s.direct.get(learner.id()).await.unwrap().current_state(),
+        s.world
+            .store
+            .get(learner.id())
+            .await
+            .unwrap()
+            .current_state(),
         stage.working_state
     );
     // Backwards: the LMS's 400 with its wire text (typo included).
@@ -200,14 +157,25 @@ async fn transitions_go_through_the_lms_rules() {
         .await
         .unwrap();
     assert_eq!(forced.current_state(), "PENDING");
-    let log = s.direct.get(learner.id()).await.unwrap().log().to_vec();
+    let log = s
+        .world
+        .store
+        .get(learner.id())
+        .await
+        .unwrap()
+        .log()
+        .to_vec();
     assert!(
         log.last()
             .unwrap()
             .text
             .contains("Forced by operator ops to PENDING: retry forums")
     );
-    assert_eq!(call(&s.fake), Some(0), "status API calls are recorded");
+    assert_eq!(
+        call(&s.world.fake),
+        Some(0),
+        "status API calls are recorded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -268,7 +236,7 @@ async fn cancel_and_cleanup_map_the_lms_answers() {
     let removed = s.lms.cleanup(&["Learner1".into()]).await.unwrap();
     assert_eq!(removed[0].original().username, "Learner1");
     assert!(matches!(
-        s.direct.get(b.id()).await.unwrap_err(),
+        s.world.store.get(b.id()).await.unwrap_err(),
         StoreError::NotFound { .. }
     ));
     s.lms.cancel(a.id()).await.unwrap();

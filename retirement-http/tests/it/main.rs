@@ -2,6 +2,7 @@
 
 mod driven;
 mod lms_store;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -299,57 +300,18 @@ async fn the_state_guard_and_overlaps_are_visible() {
     .unwrap();
     let clients = clients(&fake, &HttpOptions::default());
     // Unknown learner: 404. Wrong state: upstream's per-endpoint codes.
-    let status = |o: CallOutcome| match o {
-        CallOutcome::Response { status, .. } => status,
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(
-        status(
-            clients
-                .call("LMS", "retirement_lms_retire", &learner())
-                .await
-                .unwrap()
-        ),
-        404
-    );
+    let status_of =
+        async |operation: &str| match clients.call("LMS", operation, &learner()).await.unwrap() {
+            CallOutcome::Response { status, .. } => status,
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(status_of("retirement_lms_retire").await, 404);
     fake.set_learner_state("Original.Learner", "PENDING");
-    assert_eq!(
-        status(
-            clients
-                .call("LMS", "retirement_lms_retire", &learner())
-                .await
-                .unwrap()
-        ),
-        400
-    );
-    assert_eq!(
-        status(
-            clients
-                .call("LMS", "retirement_retire_forum", &learner())
-                .await
-                .unwrap()
-        ),
-        500
-    );
-    assert_eq!(
-        status(
-            clients
-                .call("LMS", "retirement_retire_notes", &learner())
-                .await
-                .unwrap()
-        ),
-        405
-    );
+    assert_eq!(status_of("retirement_lms_retire").await, 400);
+    assert_eq!(status_of("retirement_retire_forum").await, 500);
+    assert_eq!(status_of("retirement_retire_notes").await, 405);
     fake.set_learner_state("Original.Learner", "RETIRING_LMS");
-    assert_eq!(
-        status(
-            clients
-                .call("LMS", "retirement_lms_retire", &learner())
-                .await
-                .unwrap()
-        ),
-        204
-    );
+    assert_eq!(status_of("retirement_lms_retire").await, 204);
     assert!(fake.overlaps().is_empty());
 
     // Two calls for one learner at once are recorded as an overlap.
