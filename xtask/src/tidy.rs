@@ -39,27 +39,32 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
+/// `cargo tree --locked --prefix none -p <krate> <extra…>`, checked to have run and to mention
+/// `expect` (so an empty or failed tree cannot pass a test vacuously).
+fn cargo_tree(krate: &str, extra: &[&str], expect: &str) -> String {
+    let output = Command::new(cargo())
+        .args(["tree", "--locked", "--prefix", "none", "-p", krate])
+        .args(extra)
+        .current_dir(project_root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree -p {krate} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tree = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        tree.contains(expect),
+        "cargo tree printed nothing useful: {tree}"
+    );
+    tree
+}
+
 #[test]
 fn pure_crates_depend_on_no_runtime_http_or_database_crate() {
     for krate in PURE_CRATES {
-        let output = Command::new(cargo())
-            .args([
-                "tree", "--locked", "-p", krate, "-e", "normal", "--prefix", "none",
-            ])
-            .args(["--format", "{p}"])
-            .current_dir(project_root())
-            .output()
-            .expect("cargo tree runs");
-        assert!(
-            output.status.success(),
-            "cargo tree -p {krate} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let tree = String::from_utf8(output.stdout).unwrap();
-        assert!(
-            tree.contains(krate),
-            "cargo tree printed nothing useful: {tree}"
-        );
+        let tree = cargo_tree(krate, &["-e", "normal", "--format", "{p}"], krate);
         for line in tree.lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
             assert!(
@@ -156,30 +161,10 @@ fn workspace_has_the_fixed_shape() {
 /// link or OpenSSL anywhere in its tree (SQLite is bundled; the server clients are pure Rust).
 #[test]
 fn store_needs_no_system_database_library() {
-    let output = Command::new(cargo())
-        .args([
-            "tree",
-            "--locked",
-            "-p",
-            "retirement-store",
-            "-e",
-            "normal,build",
-            "--prefix",
-            "none",
-        ])
-        .args(["--format", "{p} {f}"])
-        .current_dir(project_root())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tree = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        tree.contains("diesel-async"),
-        "cargo tree printed nothing useful: {tree}"
+    let tree = cargo_tree(
+        "retirement-store",
+        &["-e", "normal,build", "--format", "{p} {f}"],
+        "diesel-async",
     );
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
@@ -216,28 +201,7 @@ fn only_the_store_speaks_sql() {
 /// `openssl-probe`) anywhere in retirement-http's tree, as `cargo tree | grep -i openssl` checks.
 #[test]
 fn http_has_no_openssl_in_its_tree() {
-    let output = Command::new(cargo())
-        .args([
-            "tree",
-            "--locked",
-            "-p",
-            "retirement-http",
-            "--prefix",
-            "none",
-        ])
-        .current_dir(project_root())
-        .output()
-        .expect("cargo tree runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let tree = String::from_utf8(output.stdout).unwrap();
-    assert!(
-        tree.contains("reqwest"),
-        "cargo tree printed nothing useful: {tree}"
-    );
+    let tree = cargo_tree("retirement-http", &[], "reqwest");
     let hits: Vec<&str> = tree
         .lines()
         .filter(|l| l.to_lowercase().contains("openssl"))
