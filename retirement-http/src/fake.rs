@@ -57,8 +57,8 @@ pub struct RecordedCall {
     pub status: u16,
 }
 
-/// How the fake is set up.
-#[derive(Debug, Clone)]
+/// How the fake is set up. `Debug` leaves the client secret out.
+#[derive(Clone)]
 pub struct FakeConfig {
     /// The OAuth2 client it accepts.
     pub client_id: String,
@@ -73,6 +73,19 @@ pub struct FakeConfig {
     /// Serve the LMS's retirement status API from this store (and guard the step endpoints
     /// with its states): the fake LMS of the LMS-backed store's tests and the demo.
     pub lms_store: Option<Arc<DieselStore>>,
+}
+
+impl std::fmt::Debug for FakeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &format_args!("<redacted>"))
+            .field("token_ttl", &self.token_ttl)
+            .field("seed", &self.seed)
+            .field("enforce_state_guard", &self.enforce_state_guard)
+            .field("lms_store", &self.lms_store)
+            .finish()
+    }
 }
 
 impl Default for FakeConfig {

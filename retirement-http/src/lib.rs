@@ -7,6 +7,8 @@
 //!   body, or the transport failure — and `retirement-core` decides what it means.
 //! - [`TokenSource`] holds the one JWT all edX services accept, cached and refreshed before it
 //!   expires and once on a 401. Secrets and tokens never appear in `Debug` or errors.
+//! - [`LmsStore`] implements `retirement-store`'s `RetirementStore` over the LMS API, so the
+//!   driver works against a real Open edX as tubular does (see its docs for what is emulated).
 //! - [`fake::FakeEdx`] serves the same API on 127.0.0.1 for tests, the demo and benchmarks.
 #![warn(missing_docs)]
 

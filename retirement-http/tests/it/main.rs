@@ -413,6 +413,11 @@ fn secrets_never_show_in_debug() {
     );
     let printed = format!("{:?}", learner());
     assert!(!printed.contains("Original.Learner"), "{printed}");
+    let printed = format!("{:?}", FakeConfig::default());
+    assert!(
+        printed.contains("retirement-worker") && !printed.contains("s3cret"),
+        "{printed}"
+    );
 }
 
 #[test]
