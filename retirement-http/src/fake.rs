@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
+use chrono::{DateTime, Utc};
 use retirement_core::{SplitMix64, StateTable};
 use serde::Serialize;
 
@@ -112,7 +113,26 @@ struct Shared {
     learners: HashMap<String, String>,
 }
 
+/// The fake LMS's clock: the real time unless a test set one. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct FakeClock(Arc<Mutex<Option<DateTime<Utc>>>>);
+
+impl FakeClock {
+    /// From now on the fake LMS reads `now` (or, with `None`, the real clock again).
+    pub fn set(&self, now: Option<DateTime<Utc>>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or_else(Utc::now)
+    }
+}
+
 struct FakeState {
+    clock: FakeClock,
     config: FakeConfig,
     shared: Mutex<Shared>,
     random: Mutex<SplitMix64>,
@@ -142,6 +162,7 @@ impl FakeEdx {
             .local_addr()
             .map_err(|e| HttpError::Fake(e.to_string()))?;
         let state = Arc::new(FakeState {
+            clock: FakeClock::default(),
             random: Mutex::new(SplitMix64::new(config.seed)),
             config,
             shared: Mutex::new(Shared::default()),
@@ -183,6 +204,11 @@ impl FakeEdx {
     /// `http://127.0.0.1:<port>`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.address)
+    }
+
+    /// The LMS status API's clock (cool-off, date checks, `modified`), settable by tests.
+    pub fn clock(&self) -> FakeClock {
+        self.state.clock.clone()
     }
 
     /// Every call so far, in arrival order (token requests excluded).
@@ -600,7 +626,7 @@ async fn lms_queue(
         cool_off_days,
         limit,
     };
-    list_response(&store, store.queue(&query, chrono::Utc::now()).await).await
+    list_response(&store, store.queue(&query, state.clock.now()).await).await
 }
 
 async fn lms_by_date(
@@ -643,7 +669,7 @@ async fn lms_by_date(
         start,
         end,
     };
-    let listed = store.by_state_and_date(&window, chrono::Utc::now()).await;
+    let listed = store.by_state_and_date(&window, state.clock.now()).await;
     list_response(&store, listed).await
 }
 
@@ -725,7 +751,7 @@ async fn lms_update(
         .unwrap_or_default();
     // Only a JSON `true` forces (upstream takes any truthy value, the string "false" too: D2).
     let forced = json.get("force").and_then(|v| v.as_bool()).unwrap_or(false);
-    let now = chrono::Utc::now();
+    let now = state.clock.now();
     let result = if forced {
         let why = retirement_core::Override {
             operator: "lms-api".into(),

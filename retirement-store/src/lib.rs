@@ -20,6 +20,10 @@
 //! [`DieselStore::migrate`]; [`DieselStore::connect`] refuses a schema that is behind.
 #![warn(missing_docs)]
 
+// Lets src/testkit.rs name this crate `retirement_store` both here and where the store's own
+// suite includes it as a module of its test crate.
+extern crate self as retirement_store;
+
 mod assignments;
 mod audit;
 mod claim;
@@ -29,6 +33,8 @@ mod error;
 mod retirements;
 mod rows;
 mod schema;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 

@@ -2,6 +2,7 @@
 
 mod driven;
 mod lms_store;
+mod shared_suite;
 mod support;
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
 use retirement_store::{BackendKind, DieselStore, StoreOptions};
 
 pub(crate) type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-pub(crate) type TestFn = fn(Arc<DieselStore>) -> TestFuture;
+pub(crate) type TestFn = Box<dyn Fn(Arc<DieselStore>) -> TestFuture>;
 
 /// A test of the shared suite.
 pub(crate) struct Test {
@@ -31,14 +31,14 @@ macro_rules! test {
     ($name:path) => {
         $crate::harness::Test {
             name: stringify!($name),
-            run: |store| Box::pin($name(store)),
+            run: Box::new(|store| Box::pin($name(store))),
             servers_only: false,
         }
     };
     (servers $name:path) => {
         $crate::harness::Test {
             name: stringify!($name),
-            run: |store| Box::pin($name(store)),
+            run: Box::new(|store| Box::pin($name(store))),
             servers_only: true,
         }
     };

@@ -4,6 +4,9 @@ mod assignments;
 mod harness;
 mod leases;
 mod retirements;
+#[path = "../../src/testkit.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod testkit;
 
 use std::sync::Arc;
 
@@ -18,6 +21,21 @@ fn main() {
     let mut tests = retirements::tests();
     tests.extend(leases::tests());
     tests.extend(assignments::tests());
+    // The scenarios every RetirementStore shares (the LMS-backed store runs them too).
+    tests.extend(
+        testkit::scenarios()
+            .into_iter()
+            .map(|scenario| harness::Test {
+                name: scenario.name,
+                run: Box::new(move |store| {
+                    (scenario.run)(testkit::Ctx {
+                        store: store.clone(),
+                        setup: store,
+                    })
+                }),
+                servers_only: false,
+            }),
+    );
     std::process::exit(harness::run(tests));
 }
 
