@@ -1,7 +1,7 @@
 //! States, enqueue, lookups, listings, transitions, bulk moves, cancel and cleanup.
 
 use chrono::NaiveDate;
-use retirement_store::retirement_core::{Actor, CoreError, Override, RetirementId};
+use retirement_store::retirement_core::{Actor, CoreError, Override, Retirement, RetirementId};
 use retirement_store::{
     DieselStore, MoveTarget, QueueQuery, RetirementStore, StateWindow, StoreError, StoreOptions,
 };
@@ -22,6 +22,18 @@ pub(crate) fn tests() -> Vec<Test> {
         crate::test!(cancel_only_from_pending),
         crate::test!(cleanup_is_all_or_nothing_and_leaves_no_pii),
     ]
+}
+
+/// Enqueues learner `n` on day 0 and moves it through `states` on day 8.
+async fn enqueue_through(store: &Store, n: usize, states: &[&str]) -> Retirement {
+    let r = enqueue(store, n, day(0)).await;
+    for state in states {
+        store
+            .advance(r.id(), None, state, "ok", Actor::Driver, day(8))
+            .await
+            .unwrap();
+    }
+    r
 }
 
 fn operator(reason: &str) -> Override {
@@ -264,8 +276,7 @@ async fn queue_listing_and_its_messages(store: Store) {
         cool_off_days,
         limit,
     };
-    let ids_of =
-        |list: Vec<retirement_core::Retirement>| list.iter().map(|r| r.id()).collect::<Vec<_>>();
+    let ids_of = |list: Vec<Retirement>| list.iter().map(|r| r.id()).collect::<Vec<_>>();
     // Cool-off is strict: created < now − days.
     let now = day(8);
     assert_eq!(
@@ -493,15 +504,7 @@ async fn bulk_moves_are_all_or_nothing(store: Store) {
     let d = |dd| NaiveDate::from_ymd_opt(2026, 11, dd).unwrap();
     let mut ids = Vec::new();
     for n in 0..3 {
-        let r = enqueue(&store, n, day(0)).await;
-        store
-            .advance(r.id(), None, "RETIRING_FORUMS", "s", Actor::Driver, day(8))
-            .await
-            .unwrap();
-        store
-            .advance(r.id(), None, "ERRORED", "500", Actor::Driver, day(8))
-            .await
-            .unwrap();
+        let r = enqueue_through(&store, n, &["RETIRING_FORUMS", "ERRORED"]).await;
         ids.push(r.id());
     }
     let window = StateWindow {
@@ -605,16 +608,7 @@ async fn cleanup_is_all_or_nothing_and_leaves_no_pii(store: Store) {
     with_default_states(&store).await;
     let mut done = Vec::new();
     for n in 0..3 {
-        let r = enqueue(&store, n, day(0)).await;
-        store
-            .advance(r.id(), None, "LMS_COMPLETE", "ok", Actor::Driver, day(8))
-            .await
-            .unwrap();
-        store
-            .advance(r.id(), None, "COMPLETE", "ok", Actor::Driver, day(8))
-            .await
-            .unwrap();
-        done.push(r);
+        done.push(enqueue_through(&store, n, &["LMS_COMPLETE", "COMPLETE"]).await);
     }
     let pending = enqueue(&store, 9, day(0)).await;
     let names = |ns: &[usize]| ns.iter().map(|n| learner(*n).username).collect::<Vec<_>>();
