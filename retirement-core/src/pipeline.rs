@@ -16,13 +16,14 @@ const UPSTREAM_TOLERATED_404: &[(&str, &str)] = &[
 ];
 
 /// The state list of the six-stage example pipeline ([`SIX_STAGE_EXAMPLE`]): upstream's operator
-/// docs' stages plus forums and notes.
+/// docs' stages plus notes and the LMS's misc step, with ecommerce in place of the docs'
+/// `retire_mailings` stage, whose endpoint upstream removed (defect D9: it answers 404).
 pub const SIX_STAGE_STATES: &[&str] = &[
     "PENDING",
     "RETIRING_FORUMS",
     "FORUMS_COMPLETE",
-    "RETIRING_EMAIL_LISTS",
-    "EMAIL_LISTS_COMPLETE",
+    "RETIRING_ECOM",
+    "ECOM_COMPLETE",
     "RETIRING_ENROLLMENTS",
     "ENROLLMENTS_COMPLETE",
     "RETIRING_NOTES",
@@ -36,7 +37,7 @@ pub const SIX_STAGE_STATES: &[&str] = &[
     "COMPLETE",
 ];
 
-/// The six-stage example pipeline (FORUMS, EMAIL_LISTS, ENROLLMENTS, NOTES, LMS_MISC, LMS) as
+/// The six-stage example pipeline (FORUMS, ECOM, ENROLLMENTS, NOTES, LMS_MISC, LMS) as
 /// `retirement_pipeline` rows; the demo, the tests and the benchmarks share it.
 pub const SIX_STAGE_EXAMPLE: &[[&str; 4]] = &[
     [
@@ -46,10 +47,10 @@ pub const SIX_STAGE_EXAMPLE: &[[&str; 4]] = &[
         "retirement_retire_forum",
     ],
     [
-        "RETIRING_EMAIL_LISTS",
-        "EMAIL_LISTS_COMPLETE",
-        "LMS",
-        "retirement_retire_mailings",
+        "RETIRING_ECOM",
+        "ECOM_COMPLETE",
+        "ECOMMERCE",
+        "retire_learner",
     ],
     [
         "RETIRING_ENROLLMENTS",

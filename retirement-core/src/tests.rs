@@ -584,7 +584,7 @@ fn queue_states_are_pending_and_completion_states() {
         [
             "PENDING",
             "FORUMS_COMPLETE",
-            "EMAIL_LISTS_COMPLETE",
+            "ECOM_COMPLETE",
             "ENROLLMENTS_COMPLETE",
             "NOTES_COMPLETE",
             "LMS_MISC_COMPLETE",

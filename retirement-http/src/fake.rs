@@ -136,7 +136,9 @@ struct FakeState {
     config: FakeConfig,
     shared: Mutex<Shared>,
     random: Mutex<SplitMix64>,
-    table: StateTable,
+    /// The guard's state table: upstream's default, or the LMS store's (reloaded when a
+    /// state is missing, so a sync after start is seen).
+    table: Mutex<StateTable>,
 }
 
 /// A running fake edX. Dropping it stops the server.
@@ -166,7 +168,7 @@ impl FakeEdx {
             random: Mutex::new(SplitMix64::new(config.seed)),
             config,
             shared: Mutex::new(Shared::default()),
-            table: StateTable::upstream_default(),
+            table: Mutex::new(StateTable::upstream_default()),
         });
         let accounts = "/api/user/v1/accounts";
         let app = Router::new()
@@ -253,6 +255,25 @@ impl FakeEdx {
 }
 
 impl FakeState {
+    async fn actionable(&self, current: &str) -> bool {
+        let known = self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(current)
+            .is_some();
+        if !known
+            && let Some(store) = &self.config.lms_store
+            && let Ok(table) = store.state_table().await
+        {
+            *self.table.lock().unwrap_or_else(|p| p.into_inner()) = table;
+        }
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_actionable(current)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -437,7 +458,7 @@ async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response
         };
         match current {
             None => return respond(&state, record, 404, serde_json::Value::Null),
-            Some(current) if !state.table.is_actionable(&current) => {
+            Some(current) if !state.actionable(&current).await => {
                 let code = match operation.name {
                     "retirement_retire_forum"
                     | "retirement_unenroll"

@@ -9,6 +9,8 @@
 //!   expires and once on a 401. Secrets and tokens never appear in `Debug` or errors.
 //! - [`LmsStore`] implements `retirement-store`'s `RetirementStore` over the LMS API, so the
 //!   driver works against a real Open edX as tubular does (see its docs for what is emulated).
+//! - [`runner`] is the driver runtime: it claims learners, runs `retirement-core`'s machine for
+//!   each with bounded concurrency and leases, and performs its actions.
 //! - [`fake::FakeEdx`] serves the same API on 127.0.0.1 for tests, the demo and benchmarks.
 #![warn(missing_docs)]
 
@@ -18,6 +20,7 @@ mod client;
 mod error;
 pub mod fake;
 mod lms_store;
+pub mod runner;
 mod status_json;
 
 pub use auth::{AccessToken, ClientCredentials, TokenSource, token_url};

@@ -226,6 +226,12 @@ impl RetirementStore for LmsStore {
         self.find_by_username(&username).await
     }
 
+    async fn find_by_email(&self, _original_email: &str) -> Result<Retirement> {
+        // The LMS API has no lookup by email; its management command
+        // `cancel_user_retirement_request` does this inside the LMS.
+        Err(unsupported("lookup by email"))
+    }
+
     async fn find_by_username(&self, original_username: &str) -> Result<Retirement> {
         let segment: String = original_username
             .bytes()

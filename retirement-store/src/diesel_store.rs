@@ -15,6 +15,8 @@ use retirement_core::{
     plan_sync,
 };
 
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
 use crate::conn::{self, BackendKind, Pools, StoreOptions, StoreUrl};
 use crate::error::{Result, StoreError};
 use crate::retirements::{
@@ -405,6 +407,32 @@ impl RetirementStore for DieselStore {
                 .into_iter()
                 .find(|row| row.original_username == original_username)
                 .ok_or_else(|| StoreError::NotFound { what: "that original username".into() })?;
+            let entries = load_log!(tx, row.id);
+            row.into_retirement(entries)
+        })
+    }
+
+    async fn find_by_email(&self, original_email: &str) -> Result<Retirement> {
+        let lowered = original_email.to_lowercase();
+        in_transaction!(self, tx => {
+            let rows: Vec<StatusRow> = s::table
+                .filter(lower(s::original_email).eq(&lowered))
+                .select(StatusRow::as_select())
+                .load::<StatusRow>(tx)
+                .await?
+                .into_iter()
+                .filter(|row| row.original_email.to_lowercase() == lowered)
+                .collect();
+            let row = match <[StatusRow; 1]>::try_from(rows) {
+                Ok([row]) => row,
+                Err(rows) if rows.is_empty() => {
+                    return Err(StoreError::NotFound { what: "that email address".into() })
+                }
+                Err(rows) => {
+                    let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+                    return Err(StoreError::Ambiguous { what: format!("retirements {}", ids.join(", ")) })
+                }
+            };
             let entries = load_log!(tx, row.id);
             row.into_retirement(entries)
         })

@@ -54,6 +54,12 @@ pub enum StoreError {
         /// What was looked for, never a username (e.g. `retirement 7`, `that username`).
         what: String,
     },
+    /// A lookup matched several retirements (case variants of one email).
+    #[error("several retirements match: {what}; resolve them one by one by username")]
+    Ambiguous {
+        /// The matches, by retirement id.
+        what: String,
+    },
     /// Enqueue found a status row for the same original username.
     #[error("User already has a retirement status row! (retirement {retirement_id})")]
     AlreadyHasStatus {

@@ -182,6 +182,10 @@ pub trait RetirementStore: Send + Sync {
     /// One retirement by original username, exact case, with its log.
     async fn find_by_username(&self, original_username: &str) -> Result<Retirement>;
 
+    /// One retirement by original email, any case (upstream's cancel command lower-cases the
+    /// address it is given), with its log. Several case-variant matches are refused.
+    async fn find_by_email(&self, original_email: &str) -> Result<Retirement>;
+
     /// The queue listing.
     async fn queue(&self, query: &QueueQuery, now: DateTime<Utc>) -> Result<Vec<Retirement>>;
 

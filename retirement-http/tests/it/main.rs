@@ -361,7 +361,13 @@ async fn pipelines_are_checked_before_any_call() {
         err.to_string(),
         "unknown retirement operation LMS retirement_fly"
     );
-    let _ = six;
+    assert!(
+        matches!(
+            clients.check_pipeline(&six),
+            Err(retirement_http::HttpError::MissingBaseUrl { .. })
+        ),
+        "the six-stage example's ECOMMERCE stage needs base_urls.ecommerce"
+    );
     assert_eq!(
         fake.tokens_issued(),
         0,

@@ -56,6 +56,9 @@ impl RetirementStore for Clocked {
     async fn find_by_username(&self, original_username: &str) -> Result<Retirement> {
         self.lms.find_by_username(original_username).await
     }
+    async fn find_by_email(&self, original_email: &str) -> Result<Retirement> {
+        self.lms.find_by_email(original_email).await
+    }
     async fn queue(&self, query: &QueueQuery, now: DateTime<Utc>) -> Result<Vec<Retirement>> {
         self.at(now).queue(query, now).await
     }

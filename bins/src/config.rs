@@ -1,0 +1,492 @@
+//! The YAML config file: tubular's keys, accepted unchanged, plus this project's.
+//!
+//! Each top-level key is read on its own so an error names the key and the file. Keys that
+//! tubular's other scripts use (Braze, Segment, partner reports, …) are accepted and ignored;
+//! any other key is reported as unknown (a warning: a typo must not go unnoticed, but a file
+//! shared with other tools must still load).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use assignment_expiry::PolicyKind;
+use retirement_core::{
+    DEFAULT_RETIRED_EMAIL_DOMAIN, DEFAULT_RETIRED_PREFIX, Pipeline, RetiredIdConfig, RetryPolicy,
+    Stage, StateTable,
+};
+use retirement_http::GenericService;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::CliError;
+
+/// The default store: a SQLite file in the working directory.
+pub const DEFAULT_STORE: &str = "sqlite://retirement.db";
+
+/// Keys tubular's scripts read that this tool does not use; accepted without a warning.
+const TUBULAR_OTHER_KEYS: &[&str] = &[
+    "braze_api_key",
+    "braze_instance",
+    "amplitude_api_key",
+    "amplitude_secret_key",
+    "salesforce_user",
+    "salesforce_password",
+    "salesforce_token",
+    "salesforce_domain",
+    "salesforce_assignee",
+    "segment_auth_token",
+    "segment_workspace_slug",
+    "segment_base_url",
+    "hubspot_api_key",
+    "hubspot_aws_region",
+    "hubspot_from_address",
+    "hubspot_alert_email",
+    "s3_archive",
+    "org_partner_mapping",
+    "drive_partners_folder",
+    "partner_report_platform_name",
+    "denied_notification_domains",
+];
+
+/// A secret: `Debug` and `Display` never show it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Request timeouts, in seconds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting to a service (default 5).
+    #[serde(default = "five")]
+    pub connect_seconds: f64,
+    /// A whole request (default 60).
+    #[serde(default = "sixty")]
+    pub request_seconds: f64,
+    /// The token call (default 5).
+    #[serde(default = "five")]
+    pub token_seconds: f64,
+}
+
+fn five() -> f64 {
+    5.0
+}
+fn sixty() -> f64 {
+    60.0
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect_seconds: 5.0,
+            request_seconds: 60.0,
+            token_seconds: 5.0,
+        }
+    }
+}
+
+/// Retry rules for stage calls, in seconds (defaults are tubular's).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The first backoff (1).
+    pub initial_backoff_seconds: Option<f64>,
+    /// The longest backoff (300).
+    pub max_backoff_seconds: Option<f64>,
+    /// No retry later than this after a stage's first attempt (600).
+    pub budget_seconds: Option<f64>,
+    /// The wait before retrying a 504 or a timeout (60).
+    pub gateway_timeout_wait_seconds: Option<f64>,
+    /// How often a 504 or timeout is retried (1).
+    pub gateway_timeout_retries: Option<u32>,
+}
+
+/// Retired-identifier settings (upstream's `RETIRED_USER_SALTS`, `RETIRED_USERNAME_PREFIX`,
+/// `RETIRED_EMAIL_DOMAIN`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredIdKeys {
+    /// Every salt ever used, oldest first; new learners are hashed with the last.
+    #[serde(default)]
+    pub salts: Vec<Secret>,
+    /// The retired username prefix (default `retired__user_`).
+    pub prefix: Option<String>,
+    /// The retired email prefix (default: the username prefix).
+    pub email_prefix: Option<String>,
+    /// The retired email domain (default `retired.invalid`).
+    pub email_domain: Option<String>,
+}
+
+/// The whole config. Every field has a default, so a missing file means "defaults".
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub file: Option<PathBuf>,
+    /// tubular: the OAuth2 client of the retirement service user.
+    pub client_id: Option<String>,
+    /// tubular: its secret.
+    pub client_secret: Option<Secret>,
+    /// tubular: service base URLs (`lms`, `ecommerce`, `credentials`, `demographics`,
+    /// `license_manager`, …).
+    pub base_urls: BTreeMap<String, String>,
+    /// tubular: the stages, `[working_state, complete_state, SERVICE, operation]`.
+    pub retirement_pipeline: Option<Vec<Vec<String>>>,
+    /// tubular: accepted; no built-in stage needs the ecommerce segment id.
+    pub fetch_ecommerce_segment_id: bool,
+    /// The status store: `sqlite://PATH`, `postgres://…`, `mysql://…`, or `lms`.
+    pub store: String,
+    /// Where the assignment tables live, for `expire-assignments` and the ASSIGNMENTS stage
+    /// (default: the store, when it is SQL).
+    pub assignments_store: Option<String>,
+    /// Learners retired at once by `retire run` (default 8).
+    pub concurrency: usize,
+    /// Lease length in seconds (default 300).
+    pub lease_seconds: u64,
+    /// Days a PENDING learner waits before retirement (tubular's default 7).
+    pub cool_off_days: i64,
+    /// tubular's fail-safe: refuse to run when more learners than this are queued.
+    pub user_count_error_threshold: Option<usize>,
+    /// Request timeouts.
+    pub timeouts: Timeouts,
+    /// Requests per second per service key.
+    pub rate_limits: BTreeMap<String, f64>,
+    /// Concurrent calls per service key (default 16).
+    pub max_concurrent_per_service: usize,
+    /// Stage retry rules.
+    pub retry: RetryConfig,
+    /// Retired-identifier salts and format.
+    pub retired_id: RetiredIdKeys,
+    /// The state table `retire states sync` installs (default: derived from the pipeline).
+    pub retirement_states: Option<Vec<String>>,
+    /// Operator-defined services.
+    pub services: Vec<GenericService>,
+    /// The assignment expiry policy (default `adr-0016`).
+    pub expiry_policy: PolicyKind,
+    /// Keys nobody knows, for the warning.
+    pub unknown_keys: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            file: None,
+            client_id: None,
+            client_secret: None,
+            base_urls: BTreeMap::new(),
+            retirement_pipeline: None,
+            fetch_ecommerce_segment_id: false,
+            store: DEFAULT_STORE.to_owned(),
+            assignments_store: None,
+            concurrency: 8,
+            lease_seconds: 300,
+            cool_off_days: 7,
+            user_count_error_threshold: None,
+            timeouts: Timeouts::default(),
+            rate_limits: BTreeMap::new(),
+            max_concurrent_per_service: 16,
+            retry: RetryConfig::default(),
+            retired_id: RetiredIdKeys::default(),
+            retirement_states: None,
+            services: Vec::new(),
+            expiry_policy: PolicyKind::Adr0016,
+            unknown_keys: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`. A missing or unreadable file, bad YAML, or a bad value is an error that
+    /// names the file and the key.
+    pub fn load(path: &Path) -> Result<Config, CliError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CliError::Config {
+            file: path.display().to_string(),
+            key: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Parses YAML text (`file` only names it in errors).
+    pub fn parse(text: &str, file: Option<&Path>) -> Result<Config, CliError> {
+        let file_name = file
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "<config>".into());
+        let error = |key: Option<&str>, message: String| CliError::Config {
+            file: file_name.clone(),
+            key: key.map(str::to_owned),
+            message,
+        };
+        let document: serde_json::Value = if text.trim().is_empty() {
+            serde_json::Value::Object(Default::default())
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| error(None, format!("invalid YAML: {e}")))?
+        };
+        let serde_json::Value::Object(map) = document else {
+            return Err(error(
+                None,
+                "the file must be a YAML mapping of keys to values".into(),
+            ));
+        };
+        let mut config = Config {
+            file: file.map(Path::to_path_buf),
+            ..Config::default()
+        };
+        for (key, value) in map {
+            let k = key.as_str();
+            match k {
+                "client_id" => config.client_id = Some(typed(k, value, &error)?),
+                "client_secret" => config.client_secret = Some(typed(k, value, &error)?),
+                "base_urls" => {
+                    let urls: BTreeMap<String, Option<String>> = typed(k, value, &error)?;
+                    config.base_urls = urls
+                        .into_iter()
+                        .filter_map(|(name, url)| url.map(|u| (name, u)))
+                        .collect();
+                }
+                "retirement_pipeline" => {
+                    config.retirement_pipeline = Some(typed(k, value, &error)?)
+                }
+                "fetch_ecommerce_segment_id" => {
+                    config.fetch_ecommerce_segment_id = typed(k, value, &error)?
+                }
+                "store" => config.store = typed(k, value, &error)?,
+                "assignments_store" => config.assignments_store = Some(typed(k, value, &error)?),
+                "concurrency" => {
+                    config.concurrency = typed(k, value, &error)?;
+                    if config.concurrency == 0 {
+                        return Err(error(Some(k), "must be at least 1".into()));
+                    }
+                }
+                "lease_seconds" => {
+                    config.lease_seconds = typed(k, value, &error)?;
+                    if config.lease_seconds < 10 {
+                        return Err(error(Some(k), "must be at least 10".into()));
+                    }
+                }
+                "cool_off_days" => {
+                    config.cool_off_days = typed(k, value, &error)?;
+                    if config.cool_off_days < 0 {
+                        return Err(error(Some(k), "must not be negative".into()));
+                    }
+                }
+                "user_count_error_threshold" => {
+                    config.user_count_error_threshold = Some(typed(k, value, &error)?)
+                }
+                "timeouts" => config.timeouts = typed(k, value, &error)?,
+                "rate_limits" => config.rate_limits = typed(k, value, &error)?,
+                "max_concurrent_per_service" => {
+                    config.max_concurrent_per_service = typed(k, value, &error)?
+                }
+                "retry" => config.retry = typed(k, value, &error)?,
+                "retired_id" => config.retired_id = typed(k, value, &error)?,
+                "retirement_states" => config.retirement_states = Some(typed(k, value, &error)?),
+                "services" => config.services = typed(k, value, &error)?,
+                "expiry_policy" => config.expiry_policy = typed(k, value, &error)?,
+                _ if TUBULAR_OTHER_KEYS.contains(&k) => {}
+                _ => config.unknown_keys.push(key),
+            }
+        }
+        config.check(&error)?;
+        Ok(config)
+    }
+
+    fn check(&self, error: &dyn Fn(Option<&str>, String) -> CliError) -> Result<(), CliError> {
+        for (name, url) in &self.base_urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(error(
+                    Some(&format!("base_urls.{name}")),
+                    "must be an http:// or https:// URL".into(),
+                ));
+            }
+        }
+        for (service, rate) in &self.rate_limits {
+            if !(rate.is_finite() && *rate > 0.0) {
+                return Err(error(
+                    Some(&format!("rate_limits.{service}")),
+                    "must be a positive number of requests per second".into(),
+                ));
+            }
+        }
+        let t = &self.timeouts;
+        for (name, value) in [
+            ("connect_seconds", t.connect_seconds),
+            ("request_seconds", t.request_seconds),
+            ("token_seconds", t.token_seconds),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(error(
+                    Some(&format!("timeouts.{name}")),
+                    "must be a positive number of seconds".into(),
+                ));
+            }
+        }
+        // A lease must outlive a whole request, or a slow call would lose it mid-step.
+        if (self.lease_seconds as f64) < 2.0 * t.request_seconds {
+            return Err(error(
+                Some("lease_seconds"),
+                format!(
+                    "must be at least twice timeouts.request_seconds ({}), so a lease outlives a call",
+                    t.request_seconds
+                ),
+            ));
+        }
+        if let Some(rows) = &self.retirement_pipeline {
+            for (index, row) in rows.iter().enumerate() {
+                if row.len() != 4 {
+                    return Err(error(
+                        Some("retirement_pipeline"),
+                        format!(
+                            "stage {index} has {} fields; each stage is [working_state, complete_state, SERVICE, operation]",
+                            row.len()
+                        ),
+                    ));
+                }
+            }
+            self.stages_unchecked()
+                .and_then(|stages| Pipeline::without_table(stages).map_err(|e| e.to_string()))
+                .map_err(|m| error(Some("retirement_pipeline"), m))?;
+        }
+        self.retry_policy().map_err(|m| error(Some("retry"), m))?;
+        if !self.retired_id.salts.is_empty() {
+            self.retired_ids()
+                .map_err(|m| error(Some("retired_id"), m))?;
+        }
+        Ok(())
+    }
+
+    fn stages_unchecked(&self) -> Result<Vec<Stage>, String> {
+        let rows = self
+            .retirement_pipeline
+            .as_ref()
+            .ok_or_else(|| "no retirement_pipeline in the config".to_owned())?;
+        Ok(rows
+            .iter()
+            .map(|r| Stage::new(&r[0], &r[1], &r[2], &r[3]))
+            .collect())
+    }
+
+    /// The pipeline checked against `table` (standalone mode) or without one (LMS mode).
+    pub fn pipeline(&self, table: Option<&StateTable>) -> Result<Pipeline, CliError> {
+        let file = self.file_name();
+        let stages = self
+            .stages_unchecked()
+            .map_err(|message| CliError::Config {
+                file: file.clone(),
+                key: Some("retirement_pipeline".into()),
+                message,
+            })?;
+        let pipeline = match table {
+            Some(table) => Pipeline::new(stages, table),
+            None => Pipeline::without_table(stages),
+        };
+        pipeline.map_err(|e| CliError::Config {
+            file,
+            key: Some("retirement_pipeline".into()),
+            message: format!("{e} (the store's state table may need `retire states sync`)"),
+        })
+    }
+
+    /// The state table `states sync` installs: `retirement_states`, or PENDING, each stage's
+    /// pair, ERRORED, ABORTED, COMPLETE.
+    pub fn desired_states(&self) -> Result<Vec<String>, CliError> {
+        if let Some(states) = &self.retirement_states {
+            return Ok(states.clone());
+        }
+        let pipeline = self.pipeline(None)?;
+        Ok(pipeline
+            .all_states()
+            .into_iter()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> Result<RetryPolicy, String> {
+        let mut policy = RetryPolicy::default();
+        let r = &self.retry;
+        let seconds = |name: &str, v: f64| -> Result<Duration, String> {
+            Duration::try_from_secs_f64(v)
+                .map_err(|_| format!("{name} must be a non-negative number of seconds"))
+        };
+        if let Some(v) = r.initial_backoff_seconds {
+            policy.initial_backoff = seconds("initial_backoff_seconds", v)?;
+        }
+        if let Some(v) = r.max_backoff_seconds {
+            policy.max_backoff = seconds("max_backoff_seconds", v)?;
+        }
+        if let Some(v) = r.budget_seconds {
+            policy.budget = seconds("budget_seconds", v)?;
+        }
+        if let Some(v) = r.gateway_timeout_wait_seconds {
+            policy.gateway_timeout_wait = seconds("gateway_timeout_wait_seconds", v)?;
+        }
+        if let Some(v) = r.gateway_timeout_retries {
+            policy.gateway_timeout_retries = v;
+        }
+        Ok(policy)
+    }
+
+    /// The retired-identifier hasher; needs `retired_id.salts`.
+    pub fn retired_ids(&self) -> Result<RetiredIdConfig, String> {
+        if self.retired_id.salts.is_empty() {
+            return Err(
+                "retired_id.salts is empty: set the LMS's RETIRED_USER_SALTS (oldest first)".into(),
+            );
+        }
+        let prefix = self
+            .retired_id
+            .prefix
+            .as_deref()
+            .unwrap_or(DEFAULT_RETIRED_PREFIX);
+        RetiredIdConfig::with_format(
+            prefix,
+            self.retired_id.email_prefix.as_deref().unwrap_or(prefix),
+            self.retired_id
+                .email_domain
+                .as_deref()
+                .unwrap_or(DEFAULT_RETIRED_EMAIL_DOMAIN),
+            self.retired_id.salts.iter().map(|s| s.0.clone()).collect(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// The file name for messages.
+    pub fn file_name(&self) -> String {
+        self.file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "<no config file>".into())
+    }
+
+    /// A config error about `key` of this file.
+    pub fn error(&self, key: &str, message: impl Into<String>) -> CliError {
+        CliError::Config {
+            file: self.file_name(),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        }
+    }
+}
+
+fn typed<T: DeserializeOwned>(
+    key: &str,
+    value: serde_json::Value,
+    error: &dyn Fn(Option<&str>, String) -> CliError,
+) -> Result<T, CliError> {
+    serde_json::from_value(value).map_err(|e| {
+        // serde's messages quote the offending value; never a secret's.
+        let message = if matches!(key, "client_secret" | "retired_id") {
+            "has the wrong shape (the value is secret and not shown)".to_owned()
+        } else {
+            e.to_string()
+        };
+        error(Some(key), message)
+    })
+}

@@ -1,0 +1,513 @@
+//! The operator commands: queue, status, reset, rerun, cancel, request, states, db.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::{NaiveDate, Utc};
+use clap::{Args, Subcommand};
+use retirement_core::{CoreError, OriginalIdentity, Override, Retirement};
+use retirement_store::{
+    DieselStore, MoveTarget, NewRetirement, QueueQuery, StateWindow, StoreError, StoreOptions,
+};
+use serde::Serialize;
+
+use super::{operator, today};
+use crate::config::Config;
+use crate::error::{CliError, exit};
+use crate::wiring::{self, LMS_STORE};
+
+#[derive(Debug, Args)]
+pub(crate) struct QueueArgs {
+    /// Only learners requested more than this many days ago (config `cool_off_days`).
+    #[arg(long, visible_alias = "cool_off_days")]
+    cool_off_days: Option<i64>,
+    /// At most this many, lowest retirement id first.
+    #[arg(long, visible_alias = "max_user_batch_size")]
+    limit: Option<i64>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The learner's original username (exact case).
+    username: String,
+    /// Print the record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ResetArgs {
+    /// The learner's original username (exact case).
+    username: String,
+    /// The state to move to: usually the `*_COMPLETE` just before the step to retry, or
+    /// PENDING to run every step again.
+    #[arg(long)]
+    to: String,
+    /// Why (written to the learner's log).
+    #[arg(long)]
+    reason: String,
+    /// Who is doing this (default $USER; written to the learner's log).
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "rewind"])))]
+pub(crate) struct RerunArgs {
+    /// The state the learners are in now.
+    #[arg(long, visible_alias = "initial_state")]
+    state: String,
+    /// The first request day (UTC, YYYY-MM-DD).
+    #[arg(long, visible_alias = "start_date")]
+    start_date: NaiveDate,
+    /// The last request day (UTC, YYYY-MM-DD; default today).
+    #[arg(long, visible_alias = "end_date")]
+    end_date: Option<NaiveDate>,
+    /// Move them to this state (e.g. PENDING to rerun every step).
+    #[arg(long, visible_alias = "new_state")]
+    to: Option<String>,
+    /// Move each back to where the driver can resume: its last state, or the state before it
+    /// when that was a working state.
+    #[arg(long, visible_alias = "rewind-state")]
+    rewind: bool,
+    /// Why (written to each learner's log).
+    #[arg(long)]
+    reason: String,
+    /// Who is doing this (default $USER).
+    #[arg(long)]
+    operator: Option<String>,
+    /// Only say how many learners would move.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CancelArgs {
+    /// The learner's email address (any case).
+    email: String,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "csv"])))]
+pub(crate) struct RequestArgs {
+    /// One learner's original username.
+    #[arg(long, requires = "email")]
+    username: Option<String>,
+    /// Their email address.
+    #[arg(long)]
+    email: Option<String>,
+    /// Their full name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Their LMS user id.
+    #[arg(long)]
+    lms_user_id: Option<i64>,
+    /// A CSV file of username,email[,name[,lms_user_id]] (a header row is skipped). The whole
+    /// file is checked before anything is queued; learners already queued are skipped, so a
+    /// re-run finishes an interrupted one.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["username", "email", "name", "lms_user_id"])]
+    csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StatesCommand {
+    /// Make the store's state table match the config (`retirement_states`, or PENDING, the
+    /// pipeline's pairs, ERRORED, ABORTED, COMPLETE), as upstream's populate_retirement_states.
+    /// Refused while learners are in non-terminal states other than PENDING.
+    Sync {
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Create or upgrade the store's tables (SQL stores only).
+    Migrate,
+}
+
+fn describe(r: &Retirement) -> String {
+    format!("retirement {} ({})", r.id(), r.retired_username())
+}
+
+pub(crate) async fn queue(config: &Config, args: QueueArgs) -> Result<u8, CliError> {
+    let wired = wiring::wire(config).await?;
+    let pipeline = wiring::pipeline(config, &wired).await?;
+    let query = QueueQuery {
+        states: pipeline
+            .queue_states()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        cool_off_days: args.cool_off_days.unwrap_or(config.cool_off_days),
+        limit: args.limit,
+    };
+    let learners = wired.store.queue(&query, Utc::now()).await?;
+    let mut out = String::new();
+    for r in &learners {
+        if args.json {
+            #[derive(Serialize)]
+            struct Row<'a> {
+                retirement_id: i64,
+                retired_username: &'a str,
+                state: &'a str,
+                requested: String,
+            }
+            let row = Row {
+                retirement_id: r.id().0,
+                retired_username: r.retired_username(),
+                state: r.current_state(),
+                requested: r.created().to_rfc3339(),
+            };
+            let _ = writeln!(out, "{}", serde_json::to_string(&row).unwrap_or_default());
+        } else {
+            let _ = writeln!(
+                out,
+                "{:>8}  {:<40}  {:<24}  {}",
+                r.id().0,
+                r.retired_username(),
+                r.current_state(),
+                r.created().format("%Y-%m-%d")
+            );
+        }
+    }
+    if !args.json {
+        let _ = writeln!(out, "{} learner(s) to retire", learners.len());
+    }
+    print!("{out}");
+    Ok(exit::OK)
+}
+
+/// The `status` text of one retirement (no original username, email or name).
+pub(crate) fn render_status(r: &Retirement) -> String {
+    let mut out = String::new();
+    let p = r.parts();
+    let _ = writeln!(out, "retirement:       {}", r.id());
+    let _ = writeln!(out, "retired username: {}", r.retired_username());
+    let _ = writeln!(out, "retired email:    {}", p.retired_email);
+    if let Some(user) = p.lms_user_id {
+        let _ = writeln!(out, "LMS user id:      {user}");
+    }
+    let _ = writeln!(out, "state:            {}", r.current_state());
+    let _ = writeln!(out, "last state:       {}", r.last_state());
+    let _ = writeln!(
+        out,
+        "requested:        {}",
+        r.created().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let _ = writeln!(
+        out,
+        "modified:         {}",
+        r.modified().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    let _ = writeln!(out, "log:");
+    for entry in r.log() {
+        let from = entry.from.as_deref().unwrap_or("(new)");
+        let _ = writeln!(
+            out,
+            "  {}  {} -> {}  [{}]",
+            entry.at.format("%Y-%m-%d %H:%M:%S"),
+            from,
+            entry.to,
+            entry.actor
+        );
+        for line in entry.text.lines() {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    out
+}
+
+pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
+    let wired = wiring::wire(config).await?;
+    let r = wired.store.find_by_username(&args.username).await?;
+    if args.json {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            retirement_id: i64,
+            retired_username: &'a str,
+            retired_email: &'a str,
+            lms_user_id: Option<i64>,
+            state: &'a str,
+            last_state: &'a str,
+            requested: String,
+            modified: String,
+            log: &'a [retirement_core::LogEntry],
+        }
+        let p = r.parts();
+        let json = Json {
+            retirement_id: r.id().0,
+            retired_username: r.retired_username(),
+            retired_email: &p.retired_email,
+            lms_user_id: p.lms_user_id,
+            state: r.current_state(),
+            last_state: r.last_state(),
+            requested: r.created().to_rfc3339(),
+            modified: r.modified().to_rfc3339(),
+            log: r.log(),
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_status(&r));
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn reset(config: &Config, args: ResetArgs) -> Result<u8, CliError> {
+    let why = Override {
+        operator: operator(args.operator)?,
+        reason: args.reason,
+    };
+    let wired = wiring::wire(config).await?;
+    let before = wired.store.find_by_username(&args.username).await?;
+    let after = wired
+        .store
+        .force(before.id(), &args.to, &why, Utc::now())
+        .await?;
+    println!(
+        "{}: {} -> {} (recorded in its log as operator {})",
+        describe(&after),
+        before.current_state(),
+        after.current_state(),
+        why.operator
+    );
+    if config.retirement_pipeline.is_some()
+        && let Ok(pipeline) = config.pipeline(None)
+    {
+        match pipeline.position(after.current_state()) {
+            retirement_core::Position::Pending | retirement_core::Position::Complete(_) => {
+                let next = pipeline
+                    .first_stage_after(after.current_state())
+                    .and_then(|i| pipeline.stages().get(i))
+                    .map(|s| s.working_state.as_str())
+                    .unwrap_or("COMPLETE");
+                println!("the next `retire run` resumes it at {next}");
+            }
+            retirement_core::Position::Working(_) => println!(
+                "the next `retire run` runs {} again (no worker holds it now)",
+                after.current_state()
+            ),
+            retirement_core::Position::End => {
+                println!("the learner is in an end state; `retire run` leaves it alone")
+            }
+            retirement_core::Position::Unknown => {
+                println!("warning: this state is not in the config's pipeline")
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn rerun(config: &Config, args: RerunArgs) -> Result<u8, CliError> {
+    let why = Override {
+        operator: operator(args.operator)?,
+        reason: args.reason,
+    };
+    let window = StateWindow {
+        state: args.state,
+        start: args.start_date,
+        end: args.end_date.unwrap_or_else(today),
+    };
+    let target = match args.to {
+        Some(to) => MoveTarget::To(to),
+        None => MoveTarget::Rewind,
+    };
+    let wired = wiring::wire(config).await?;
+    if args.dry_run {
+        let found = wired.store.by_state_and_date(&window, Utc::now()).await?;
+        println!(
+            "{} learner(s) in {} requested {}..{} would move (dry run: nothing changed)",
+            found.len(),
+            window.state,
+            window.start,
+            window.end
+        );
+        return Ok(exit::OK);
+    }
+    let moved = wired
+        .store
+        .bulk_move(&window, &target, &why, Utc::now())
+        .await?;
+    for (id, entry) in &moved {
+        println!("retirement {id}: -> {}", entry.to);
+    }
+    println!("{} learner(s) moved", moved.len());
+    Ok(exit::OK)
+}
+
+pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<u8, CliError> {
+    let wired = wiring::wire(config).await?;
+    let r = match wired.store.find_by_email(&args.email).await {
+        Ok(r) => r,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(CliError::Refused(
+                "No retirement request with that email address exists.".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match wired.store.cancel(r.id()).await {
+        Ok(()) => {
+            println!(
+                "Successfully cancelled retirement request {}. The learner must reset their \
+                 password before they can log in again.",
+                r.id()
+            );
+            Ok(exit::OK)
+        }
+        Err(StoreError::Core(e @ CoreError::NotPending { .. })) => {
+            Err(CliError::Refused(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct RequestRow {
+    line: usize,
+    original: OriginalIdentity,
+    lms_user_id: Option<i64>,
+}
+
+fn read_csv(path: &PathBuf) -> Result<Vec<RequestRow>, CliError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut rows = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 1;
+        let bad = |what: &str| CliError::Usage(format!("{}: line {line}: {what}", path.display()));
+        let record = record.map_err(|_| bad("not valid CSV"))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        let field = |i: usize| record.get(i).unwrap_or("").to_owned();
+        if line == 1 && field(0).eq_ignore_ascii_case("username") {
+            continue;
+        }
+        if !(2..=4).contains(&record.len()) {
+            return Err(bad("expected username,email[,name[,lms_user_id]]"));
+        }
+        let (username, email) = (field(0), field(1));
+        if username.is_empty() {
+            return Err(bad("the username is empty"));
+        }
+        if !email.contains('@') {
+            return Err(bad("the email address has no @"));
+        }
+        let lms_user_id = match record.get(3).filter(|v| !v.is_empty()) {
+            Some(v) => Some(v.parse().map_err(|_| bad("lms_user_id is not a number"))?),
+            None => None,
+        };
+        rows.push(RequestRow {
+            line,
+            original: OriginalIdentity {
+                username,
+                email,
+                name: field(2),
+            },
+            lms_user_id,
+        });
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn request(config: &Config, args: RequestArgs) -> Result<u8, CliError> {
+    let ids = config
+        .retired_ids()
+        .map_err(|m| config.error("retired_id", m))?;
+    let rows = match (&args.csv, args.username, args.email) {
+        (Some(path), _, _) => read_csv(path)?,
+        (None, Some(username), Some(email)) => vec![RequestRow {
+            line: 0,
+            original: OriginalIdentity {
+                username,
+                email,
+                name: args.name.unwrap_or_default(),
+            },
+            lms_user_id: args.lms_user_id,
+        }],
+        _ => {
+            return Err(CliError::Usage(
+                "give --username and --email, or --csv".into(),
+            ));
+        }
+    };
+    if config.store == LMS_STORE {
+        return Err(CliError::Usage(
+            "the LMS store queues learners itself (deactivate_logout); `request` is for the standalone store".into(),
+        ));
+    }
+    let wired = wiring::wire(config).await?;
+    let (mut queued, mut already) = (0u64, 0u64);
+    for row in rows {
+        let request = NewRetirement::new(row.original, row.lms_user_id, &ids);
+        match wired.store.enqueue(request, Utc::now()).await {
+            Ok(r) => {
+                queued += 1;
+                tracing::debug!(retirement_id = r.id().0, "queued");
+            }
+            Err(StoreError::AlreadyHasStatus { .. } | StoreError::AlreadyHasRequest { .. }) => {
+                already += 1;
+            }
+            Err(e) => {
+                let at = if row.line > 0 {
+                    format!(" at line {}", row.line)
+                } else {
+                    String::new()
+                };
+                eprintln!("retire: stopped{at}; {queued} queued before it");
+                return Err(e.into());
+            }
+        }
+    }
+    println!("queued {queued}, already queued {already}");
+    Ok(exit::OK)
+}
+
+pub(crate) async fn states(config: &Config, command: StatesCommand) -> Result<u8, CliError> {
+    let StatesCommand::Sync { dry_run } = command;
+    let desired = config.desired_states()?;
+    let wired = wiring::wire(config).await?;
+    let plan = wired.store.sync_states(&desired, dry_run).await?;
+    let list = |names: &[String]| {
+        if names.is_empty() {
+            "(none)".to_owned()
+        } else {
+            names.join(", ")
+        }
+    };
+    println!("added:   {}", list(&plan.added));
+    println!("removed: {}", list(&plan.removed));
+    println!("kept:    {}", list(&plan.kept));
+    if dry_run {
+        println!("dry run: nothing changed");
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn db(config: &Config, command: DbCommand) -> Result<u8, CliError> {
+    let DbCommand::Migrate = command;
+    if config.store == LMS_STORE {
+        return Err(CliError::Usage(
+            "the LMS store has no schema to migrate".into(),
+        ));
+    }
+    let store = DieselStore::open(&config.store, &StoreOptions::default()).await?;
+    let applied = store.migrate().await?;
+    if applied.is_empty() {
+        println!("{}: up to date", store.redacted_url());
+    } else {
+        println!("{}: applied {}", store.redacted_url(), applied.join(", "));
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,184 @@
+//! `retire cleanup`: archive COMPLETE learners, then redact and delete their statuses.
+//!
+//! Fixes upstream's archive defects (D22): the file name is year-month-day; `--dry-run` is a
+//! plain flag; the archive holds no original username, email or name unless `--include-pii`
+//! is given; and each batch is written and flushed to disk before that batch is deleted, so a
+//! failure never deletes a learner whose archive line is not on disk.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use chrono::{NaiveDate, TimeDelta, Utc};
+use clap::Args;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use retirement_core::{COMPLETE, Retirement};
+use retirement_store::StateWindow;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::{CliError, exit};
+use crate::wiring;
+
+#[derive(Debug, Args)]
+pub(crate) struct CleanupArgs {
+    /// Only learners requested more than this many days ago (tubular: 37 = 7 days of cool-off
+    /// plus 30 days after).
+    #[arg(long, visible_alias = "cool_off_days", default_value_t = 37)]
+    cool_off_days: i64,
+    /// The first request day (UTC, YYYY-MM-DD).
+    #[arg(long, visible_alias = "start_date", default_value = "2018-01-01")]
+    start_date: NaiveDate,
+    /// The last request day (UTC, YYYY-MM-DD; default today minus --cool-off-days; must not
+    /// fall inside the cool-off).
+    #[arg(long, visible_alias = "end_date")]
+    end_date: Option<NaiveDate>,
+    /// Learners per batch: each batch is archived, flushed to disk, then deleted.
+    #[arg(long, visible_alias = "batch_size", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// The archive file (gzip JSON lines; default retirement_archive_<UTC time>.json.gz).
+    #[arg(long, value_name = "FILE")]
+    archive: Option<PathBuf>,
+    /// Also write original_username, original_email and original_name to the archive.
+    #[arg(long)]
+    include_pii: bool,
+    /// Only say how many learners would be archived and deleted.
+    #[arg(long, visible_alias = "dry_run")]
+    dry_run: bool,
+}
+
+/// One archive line: upstream's fields, timestamps in Athena's format.
+#[derive(Debug, Serialize)]
+pub(crate) struct ArchiveLine<'a> {
+    user_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    original_name: Option<&'a str>,
+    retired_username: &'a str,
+    retired_email: &'a str,
+    retirement_request_date: String,
+    last_modified_date: String,
+}
+
+fn athena(t: chrono::DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+}
+
+pub(crate) fn archive_line(r: &Retirement, include_pii: bool) -> String {
+    let original = r.original();
+    let line = ArchiveLine {
+        user_id: r.parts().lms_user_id,
+        original_username: include_pii.then_some(original.username.as_str()),
+        original_email: include_pii.then_some(original.email.as_str()),
+        original_name: include_pii.then_some(original.name.as_str()),
+        retired_username: r.retired_username(),
+        retired_email: &r.parts().retired_email,
+        retirement_request_date: athena(r.created()),
+        last_modified_date: athena(r.modified()),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+pub(crate) async fn cleanup(config: &Config, args: CleanupArgs) -> Result<u8, CliError> {
+    if args.cool_off_days < 0 {
+        return Err(CliError::Usage(
+            "--cool-off-days must not be negative".into(),
+        ));
+    }
+    let latest = (Utc::now() - TimeDelta::days(args.cool_off_days)).date_naive();
+    let end = args.end_date.unwrap_or(latest);
+    if end > latest {
+        return Err(CliError::Usage(
+            "End date cannot occur within the cool_off_days period".into(),
+        ));
+    }
+    if args.start_date >= end {
+        return Err(CliError::Usage(
+            "--start-date must be before --end-date".into(),
+        ));
+    }
+    let wired = wiring::wire(config).await?;
+    let window = StateWindow {
+        state: COMPLETE.to_owned(),
+        start: args.start_date,
+        end,
+    };
+    let learners = wired.store.by_state_and_date(&window, Utc::now()).await?;
+    let batches: Vec<&[Retirement]> = learners.chunks(args.batch_size as usize).collect();
+    if args.dry_run {
+        println!(
+            "{} COMPLETE learner(s) requested {}..{} would be archived and deleted in {} batch(es) (dry run: nothing changed)",
+            learners.len(),
+            window.start,
+            window.end,
+            batches.len()
+        );
+        return Ok(exit::OK);
+    }
+    if learners.is_empty() {
+        println!(
+            "no COMPLETE learners requested {}..{}",
+            window.start, window.end
+        );
+        return Ok(exit::OK);
+    }
+    let path = args.archive.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "retirement_archive_{}.json.gz",
+            Utc::now().format("%Y_%m_%d_%H_%M_%S")
+        ))
+    });
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(CliError::io(format!(
+            "creating the archive {}",
+            path.display()
+        )))?;
+    let mut gz = GzEncoder::new(file, Compression::default());
+    let mut deleted = 0usize;
+    for batch in &batches {
+        for r in batch.iter() {
+            writeln!(gz, "{}", archive_line(r, args.include_pii))
+                .map_err(CliError::io(format!("writing {}", path.display())))?;
+        }
+        // Make this batch's lines readable from the file before its learners are deleted.
+        gz.flush()
+            .and_then(|()| gz.get_ref().sync_data())
+            .map_err(CliError::io(format!("flushing {}", path.display())))?;
+        let usernames: Vec<String> = batch
+            .iter()
+            .map(|r| r.original().username.clone())
+            .collect();
+        match wired.store.cleanup(&usernames).await {
+            Ok(removed) => deleted += removed.len(),
+            Err(e) => {
+                let _ = gz.finish();
+                eprintln!(
+                    "retire: archived and deleted {deleted} learner(s) before a batch failed; \
+                     the failed batch is in the archive but was not deleted"
+                );
+                return Err(e.into());
+            }
+        }
+    }
+    gz.finish()
+        .and_then(|f| f.sync_all())
+        .map_err(CliError::io(format!("closing {}", path.display())))?;
+    println!(
+        "archived and deleted {deleted} learner(s) in {} batch(es) to {}{}",
+        batches.len(),
+        path.display(),
+        if args.include_pii {
+            " (with original username, email and name)"
+        } else {
+            ""
+        }
+    );
+    Ok(exit::OK)
+}

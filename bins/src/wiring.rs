@@ -1,0 +1,155 @@
+//! From config to live parts: the store, the HTTP clients, the steps, the pipeline.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use retirement_core::Pipeline;
+use retirement_http::runner::Steps;
+use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
+use retirement_store::{DieselStore, RetirementStore, StoreOptions};
+
+use crate::config::Config;
+use crate::error::CliError;
+
+/// The store URL meaning "the LMS API is the store".
+pub const LMS_STORE: &str = "lms";
+
+/// What the commands work with.
+pub struct Wired {
+    /// The status store.
+    pub store: Arc<dyn RetirementStore>,
+    /// The SQL store, when the status store is one (admin commands that need SQL).
+    pub sql: Option<Arc<DieselStore>>,
+    /// The HTTP clients, when the config names an LMS (or other services).
+    pub clients: Option<Arc<ServiceClients>>,
+}
+
+/// 64 random bits from the OS (std seeds `RandomState` from it): tombstone nonces and jitter
+/// seeds, without another dependency.
+pub fn random_u64() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The HTTP options the config asks for.
+pub fn http_options(config: &Config) -> HttpOptions {
+    HttpOptions {
+        connect_timeout: Duration::from_secs_f64(config.timeouts.connect_seconds),
+        request_timeout: Duration::from_secs_f64(config.timeouts.request_seconds),
+        token_timeout: Duration::from_secs_f64(config.timeouts.token_seconds),
+        max_concurrent_per_service: config.max_concurrent_per_service.max(1),
+        rate_limits: config.rate_limits.clone(),
+        ..HttpOptions::default()
+    }
+}
+
+/// The service clients, or `None` when the config has no `base_urls.lms` (a standalone store
+/// whose pipeline only uses generic services still needs the LMS for tokens).
+pub fn clients(config: &Config) -> Result<Option<Arc<ServiceClients>>, CliError> {
+    if !config.base_urls.contains_key("lms") && config.services.is_empty() {
+        return Ok(None);
+    }
+    let client_id = config
+        .client_id
+        .clone()
+        .ok_or_else(|| config.error("client_id", "is required to call services"))?;
+    let client_secret = config
+        .client_secret
+        .clone()
+        .ok_or_else(|| config.error("client_secret", "is required to call services"))?;
+    if !config.base_urls.contains_key("lms") {
+        return Err(config.error(
+            "base_urls.lms",
+            "is required: the LMS issues the token every service accepts",
+        ));
+    }
+    let base_urls: BTreeMap<String, String> = config.base_urls.clone();
+    let clients = ServiceClients::new(
+        base_urls,
+        ClientCredentials {
+            client_id,
+            client_secret: client_secret.0,
+        },
+        config.services.clone(),
+        &http_options(config),
+    )
+    .map_err(|e| config.error("base_urls", e.to_string()))?;
+    Ok(Some(Arc::new(clients)))
+}
+
+/// Opens a SQL store, refusing one whose schema is behind.
+pub async fn open_sql(url: &str) -> Result<Arc<DieselStore>, CliError> {
+    Ok(Arc::new(
+        DieselStore::connect(url, &StoreOptions::default()).await?,
+    ))
+}
+
+/// Opens the configured store (and the clients, for LMS mode and for steps).
+pub async fn wire(config: &Config) -> Result<Wired, CliError> {
+    let clients = clients(config)?;
+    if config.store == LMS_STORE {
+        let clients = clients.ok_or_else(|| {
+            config.error(
+                "store",
+                "`lms` needs base_urls.lms, client_id and client_secret",
+            )
+        })?;
+        let store = LmsStore::new(clients.clone()).map_err(CliError::Store)?;
+        return Ok(Wired {
+            store: Arc::new(store),
+            sql: None,
+            clients: Some(clients),
+        });
+    }
+    let sql = open_sql(&config.store).await?;
+    Ok(Wired {
+        store: sql.clone(),
+        sql: Some(sql),
+        clients,
+    })
+}
+
+/// The pipeline, checked against the store's state table when the store has one.
+pub async fn pipeline(config: &Config, wired: &Wired) -> Result<Arc<Pipeline>, CliError> {
+    let table = match &wired.sql {
+        Some(sql) => Some(sql.state_table().await?),
+        None => None,
+    };
+    if let Some(table) = &table
+        && table.is_empty()
+    {
+        return Err(CliError::Refused(
+            "the store has no retirement states yet: run `retire states sync` first".into(),
+        ));
+    }
+    Ok(Arc::new(config.pipeline(table.as_ref())?))
+}
+
+/// The steps for `pipeline`, checked before any learner is touched.
+pub async fn steps(
+    config: &Config,
+    wired: &Wired,
+    pipeline: &Pipeline,
+) -> Result<Arc<Steps>, CliError> {
+    let clients = match &wired.clients {
+        Some(c) => c.clone(),
+        None => {
+            return Err(config.error(
+                "base_urls.lms",
+                "is required: the pipeline's services are called with the LMS's token",
+            ));
+        }
+    };
+    let assignments = match &config.assignments_store {
+        Some(url) => Some(open_sql(url).await?),
+        None => wired.sql.clone(),
+    };
+    let steps = Steps::new(clients, assignments, random_u64());
+    steps
+        .check_pipeline(pipeline)
+        .map_err(|m| config.error("retirement_pipeline", m))?;
+    Ok(Arc::new(steps))
+}
