@@ -1,19 +1,59 @@
 //! `expire-assignments`: the enterprise assignment expiry cron.
 //!
-//! Thin: parse flags, stream JSON lines through `assignment_expiry`, report. The rules and the
-//! line format live in the `assignment-expiry` crate.
+//! Thin: parse flags, open the store, call `assignment_expiry` or `retirement-store`, report.
+//! The rules and the line format live in the `assignment-expiry` crate; the streamed passes
+//! over the tables in `retirement-store`.
 
 use std::io::{self, BufRead, BufWriter, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use assignment_expiry::{Policy, PolicyKind, evaluate, format_decision, parse_line};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
+use retirement_core::SplitMix64;
+use retirement_store::DieselStore;
+
+use crate::config::Config;
+use crate::error::CliError;
+use crate::logging::LogFormat;
+use crate::wiring::random_u64;
 
 /// Expire stale enterprise content assignments and scrub learners' emails.
+///
+/// `run`, `scrub-pii` and `import` work on the assignment tables of a store: the config's
+/// `assignments_store`, else its `store` (default sqlite://retirement.db), or `--store`.
 #[derive(Debug, Parser)]
-#[command(name = "expire-assignments", version, term_width = 100)]
+#[command(
+    name = "expire-assignments",
+    version,
+    term_width = 100,
+    after_help = "Exit status: 0 done; 1 failed (store, file, or malformed input lines); 2 bad usage or config."
+)]
 struct Cli {
+    /// The YAML config file (the `retire` config; reads store, assignments_store and
+    /// expiry_policy).
+    #[arg(
+        long,
+        global = true,
+        visible_alias = "config_file",
+        env = "RETIREMENT_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    config: Option<PathBuf>,
+    /// The store holding the assignments, overriding the config.
+    #[arg(
+        long,
+        global = true,
+        env = "RETIREMENT_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    store: Option<String>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +84,49 @@ enum Command {
         #[arg(long)]
         now: Option<DateTime<Utc>>,
     },
+    /// One expiry pass over the store's allocated assignments: each is evaluated, and those
+    /// due are expired (and scrubbed where the policy says so) in batches. Prints a summary by
+    /// reason.
+    Run {
+        /// The policy (default: the config's expiry_policy, else adr-0016).
+        #[arg(long, value_enum)]
+        policy: Option<PolicyArg>,
+        /// Evaluate and count, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The time to evaluate at (RFC 3339). Default: now.
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+        /// Assignments per batch.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        batch_size: u32,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The policy's PII job: scrub the emails of expired assignments whose learners it may
+    /// forget (the current policy's separate job; under adr-0016 scrubbing happens at expiry).
+    ScrubPii {
+        /// The policy (default: the config's expiry_policy, else adr-0016).
+        #[arg(long, value_enum)]
+        policy: Option<PolicyArg>,
+        /// Count, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The time to evaluate at (RFC 3339). Default: now.
+        #[arg(long)]
+        now: Option<DateTime<Utc>>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load assignments from a JSON-lines file (the `evaluate` input format) into the store.
+    /// The whole file is checked first; nothing is written if any line is bad. Lines already
+    /// imported are skipped, so re-running finishes an interrupted import.
+    Import {
+        /// The JSON-lines file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -60,6 +143,7 @@ enum PolicyArg {
 /// Runs the CLI and returns the process status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::logging::init(cli.log_format, "info");
     match cli.command {
         Command::Evaluate { policy, now } => {
             let kind = match policy {
@@ -85,7 +169,153 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        command => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("expire-assignments: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let global = (cli.config, cli.store);
+            match runtime.block_on(store_command(global, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("expire-assignments: {e}");
+                    ExitCode::from(e.exit_status())
+                }
+            }
+        }
     }
+}
+
+fn policy_kind(arg: Option<PolicyArg>, config: &Config) -> PolicyKind {
+    match arg {
+        Some(PolicyArg::Adr0016) => PolicyKind::Adr0016,
+        Some(PolicyArg::Current) => PolicyKind::Current,
+        None => config.expiry_policy,
+    }
+}
+
+fn print_json_or<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string(value).unwrap_or_default());
+    } else {
+        print!("{}", text());
+    }
+}
+
+async fn store_command(
+    (config_path, store): (Option<PathBuf>, Option<String>),
+    command: Command,
+) -> Result<(), CliError> {
+    let config = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let url = store
+        .or_else(|| config.assignments_store.clone())
+        .unwrap_or_else(|| config.store.clone());
+    if url == crate::wiring::LMS_STORE {
+        return Err(CliError::Usage(
+            "assignments live in a SQL store: set assignments_store or pass --store".into(),
+        ));
+    }
+    let store: Arc<DieselStore> = crate::wiring::open_sql(&url).await?;
+    let mut seed = SplitMix64::new(random_u64());
+    let mut nonce = move || seed.next_u64();
+    match command {
+        Command::Run {
+            policy,
+            dry_run,
+            now,
+            batch_size,
+            json,
+        } => {
+            let kind = policy_kind(policy, &config);
+            let now = now.unwrap_or_else(Utc::now);
+            let summary = store
+                .expire_assignments(
+                    &Policy::named(kind),
+                    now,
+                    batch_size as usize,
+                    dry_run,
+                    &mut nonce,
+                    |_| {},
+                )
+                .await?;
+            print_json_or(json, &summary, || {
+                let mut out = format!(
+                    "scanned {}, expired {}{}, scrubbed {}, with warnings {}\n",
+                    summary.scanned,
+                    summary.expired,
+                    if dry_run {
+                        " (dry run: nothing changed)"
+                    } else {
+                        ""
+                    },
+                    summary.scrubbed,
+                    summary.with_warnings
+                );
+                for (reason, count) in &summary.by_reason {
+                    let name = serde_json::to_value(reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_else(|| format!("{reason:?}"));
+                    out.push_str(&format!("  {name}: {count}\n"));
+                }
+                out
+            });
+        }
+        Command::ScrubPii {
+            policy,
+            dry_run,
+            now,
+            json,
+        } => {
+            let kind = policy_kind(policy, &config);
+            let now = now.unwrap_or_else(Utc::now);
+            let summary = store
+                .run_pii_job(&Policy::named(kind), now, 1000, dry_run, &mut nonce)
+                .await?;
+            print_json_or(json, &summary, || {
+                let mut out = format!(
+                    "scanned {}, scrubbed {}{}\n",
+                    summary.scanned,
+                    summary.scrubbed,
+                    if dry_run {
+                        " (dry run: nothing changed)"
+                    } else {
+                        ""
+                    }
+                );
+                for (reason, count) in &summary.skipped {
+                    out.push_str(&format!("  skipped, {reason}: {count}\n"));
+                }
+                out
+            });
+        }
+        Command::Import { file } => {
+            let open = || std::fs::File::open(&file).map(io::BufReader::new);
+            let summary = store.import_assignments(open, Utc::now()).await?;
+            println!(
+                "imported {}, already present {}, configurations {}, content keys {}",
+                summary.imported,
+                summary.already_present,
+                summary.configurations,
+                summary.content_keys
+            );
+        }
+        Command::Evaluate { .. } => {
+            return Err(CliError::Usage(
+                "evaluate reads stdin and needs no store".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Evaluates every line; returns how many were malformed.

@@ -34,6 +34,8 @@ mod retirements;
 mod rows;
 mod schema;
 #[cfg(feature = "testkit")]
+pub mod testdb;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 #[cfg(test)]
 mod tests;

@@ -57,7 +57,13 @@ struct Global {
     config: Option<PathBuf>,
     /// The store, overriding the config's `store`: sqlite://PATH, postgres://…, mysql://… or
     /// lms.
-    #[arg(long, global = true, env = "RETIREMENT_STORE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "RETIREMENT_STORE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     store: Option<String>,
     /// Log line format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RETIREMENT_LOG_FORMAT")]
@@ -82,7 +88,7 @@ enum Command {
     /// grace period, leases are released, and the process exits.
     Run(drive::RunArgs),
     /// Retire one learner by original username, as tubular's retire_one_learner.py does,
-    /// with its refusals and exit statuses (see below).
+    /// with its refusals and exit statuses (see `retire learner --help`).
     Learner(drive::LearnerArgs),
     /// List the learners a run would retire (no personal data is printed).
     Queue(admin::QueueArgs),

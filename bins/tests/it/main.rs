@@ -1,7 +1,25 @@
-//! End-to-end tests of the binaries: the real executables, fed fixture files.
+//! End-to-end tests of the binaries: the real executables, fed fixture files, run against the
+//! fake edX and real stores.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+mod retire;
+
+/// The URL of a database server for tests, from `var`. Without it: under CI=true the test
+/// fails; elsewhere it is skipped with one line saying so.
+pub(crate) fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set, and CI=true: the server tests must run")
+        }
+        _ => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
 
 struct Run {
     stdout: String,
