@@ -238,10 +238,11 @@ pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Resu
 
 fn print_summary(summary: &RunSummary, json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(summary).unwrap_or_else(|_| "{}".into())
-        );
+        let mut value = serde_json::to_value(summary).unwrap_or_default();
+        if let (Some(map), Some(cpu)) = (value.as_object_mut(), process_cpu_seconds()) {
+            map.insert("cpu_seconds".into(), cpu.into());
+        }
+        println!("{value}");
         return;
     }
     println!(
@@ -272,6 +273,16 @@ fn print_summary(summary: &RunSummary, json: bool) {
             ids.join(", ")
         );
     }
+}
+
+/// This process's CPU time (user + system) so far, from /proc (Linux only).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the parenthesised name: utime and stime are the 12th and 13th fields.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on Linux.
+    Some(ticks as f64 / 100.0)
 }
 
 /// tubular's `retire_one_learner` on one learner; returns tubular's OS status.

@@ -1,0 +1,157 @@
+//! `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]`:
+//! runs the real `retire run` binary against the fake edX (MS added to every step call) over
+//! N learners and the six-stage pipeline, once per concurrency, on a fresh SQLite store each
+//! time, and prints learners per second beside the latency-bound limit
+//! (concurrency ÷ (calls per learner × latency)) and the driver's CPU per learner.
+//!
+//! The fake runs in this process; the driver is a separate process, so its CPU time (read by
+//! the driver from /proc at the end of the run) excludes the fake's work.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use retirement_core::{OriginalIdentity, RetiredIdConfig, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES};
+use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
+use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
+
+const STEP_PATHS: [&str; 6] = [
+    "/api/discussion/v1/accounts/retire_forum/",
+    "/api/v2/user/retire/",
+    "/api/enrollment/v1/unenroll/",
+    "/api/edxnotes/v1/retire_user/",
+    "/api/user/v1/accounts/retire_misc/",
+    "/api/user/v1/accounts/retire/",
+];
+
+fn retire_binary() -> PathBuf {
+    // target/release/examples/driver_bench → target/release/retire
+    let exe = std::env::current_exe().expect("the bench knows where it is");
+    exe.parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("retire"))
+        .expect("the bench runs from target/<profile>/examples")
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let mut learners: usize = 2000;
+    let mut latency_ms: u64 = 20;
+    let mut levels: Vec<usize> = vec![1, 8, 32, 128];
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_default();
+        match flag.as_str() {
+            "--learners" => learners = value.parse().expect("--learners N"),
+            "--latency-ms" => latency_ms = value.parse().expect("--latency-ms MS"),
+            "--concurrency" => {
+                levels = value
+                    .split(',')
+                    .map(|c| c.trim().parse().expect("--concurrency 1,8,32"))
+                    .collect()
+            }
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    let binary = retire_binary();
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --release -p bins --bin retire`",
+        binary.display()
+    );
+    let calls_per_learner = SIX_STAGE_EXAMPLE.len() as f64;
+    println!(
+        "driver bench: {learners} learners, six stages, {latency_ms} ms added per call, SQLite store"
+    );
+    println!(
+        "{:>11}  {:>12}  {:>14}  {:>9}  {:>16}  {:>9}",
+        "concurrency", "learners/s", "latency limit", "of limit", "CPU ms/learner", "wall s"
+    );
+    for concurrency in levels {
+        let dir =
+            std::env::temp_dir().join(format!("driver-bench-{}-{concurrency}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        let store = Arc::new(
+            DieselStore::open(&url, &StoreOptions::default())
+                .await
+                .unwrap(),
+        );
+        store.migrate().await.unwrap();
+        let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
+        store.sync_states(&states, false).await.unwrap();
+        let ids = RetiredIdConfig::new(vec!["bench".into()]).unwrap();
+        for n in 0..learners {
+            let original = OriginalIdentity {
+                username: format!("bench_{n}"),
+                email: format!("bench{n}@example.org"),
+                name: String::new(),
+            };
+            store
+                .enqueue(
+                    NewRetirement::new(original, Some(n as i64 + 1), &ids),
+                    Utc::now() - TimeDelta::days(30),
+                )
+                .await
+                .unwrap();
+        }
+        let fake = FakeEdx::start(FakeConfig::default()).await.unwrap();
+        for path in STEP_PATHS {
+            fake.set_fault(
+                path,
+                Some(Fault {
+                    latency: Duration::from_millis(latency_ms),
+                    ..Fault::default()
+                }),
+            );
+        }
+        let mut yaml = format!(
+            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {0}/\n  ecommerce: {0}/\nstore: {url}\nmax_concurrent_per_service: {1}\nretirement_pipeline:\n",
+            fake.base_url(),
+            concurrency.max(16)
+        );
+        for [w, c, s, o] in SIX_STAGE_EXAMPLE {
+            yaml.push_str(&format!("  - [{w}, {c}, {s}, {o}]\n"));
+        }
+        let config = dir.join("bench.yml");
+        std::fs::write(&config, yaml).unwrap();
+        let output = tokio::task::spawn_blocking({
+            let binary = binary.clone();
+            move || {
+                Command::new(binary)
+                    .args(["run", "--json", "--log-level", "warn", "--concurrency"])
+                    .arg(concurrency.to_string())
+                    .arg("--config")
+                    .arg(&config)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "retire run failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let completed = summary["completed"].as_f64().unwrap();
+        assert_eq!(completed as usize, learners, "every learner completes");
+        assert!(fake.overlaps().is_empty());
+        let seconds = summary["seconds"].as_f64().unwrap();
+        let cpu = summary["cpu_seconds"].as_f64().unwrap_or(f64::NAN);
+        let rate = completed / seconds;
+        let limit = concurrency as f64 / (calls_per_learner * latency_ms as f64 / 1000.0);
+        println!(
+            "{concurrency:>11}  {rate:>12.1}  {limit:>14.1}  {:>8.0}%  {:>16.3}  {seconds:>9.1}",
+            100.0 * rate / limit,
+            1000.0 * cpu / completed,
+        );
+        drop(fake);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
