@@ -127,7 +127,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.global.log_format, &cli.global.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread drives every learner: the work is waiting on I/O, and a single scheduler
+    // thread avoids cross-thread wake-ups on every store round trip (measured in BENCHMARKS.md).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
