@@ -456,7 +456,7 @@ pub(crate) async fn request(config: &Config, args: RequestArgs) -> Result<u8, Cl
                 queued += 1;
                 tracing::debug!(retirement_id = r.id().0, "queued");
             }
-            Err(StoreError::AlreadyHasStatus { .. } | StoreError::AlreadyHasRequest { .. }) => {
+            Err(StoreError::AlreadyHasStatus { .. } | StoreError::AlreadyHasRequest) => {
                 already += 1;
             }
             Err(e) => {
