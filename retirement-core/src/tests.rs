@@ -528,8 +528,8 @@ fn pipeline_refuses_unknown_non_adjacent_reused_and_out_of_order_stages() {
             "retirement_pipeline stage 0: state RETIRING_X is not in the state table",
         ),
         (
-            vec![stage("RETIRING_FORUMS", "EMAIL_LISTS_COMPLETE")],
-            "retirement_pipeline stage 0: EMAIL_LISTS_COMPLETE must directly follow RETIRING_FORUMS in the state table",
+            vec![stage("RETIRING_FORUMS", "ECOM_COMPLETE")],
+            "retirement_pipeline stage 0: ECOM_COMPLETE must directly follow RETIRING_FORUMS in the state table",
         ),
         (
             vec![
@@ -550,7 +550,7 @@ fn pipeline_refuses_unknown_non_adjacent_reused_and_out_of_order_stages() {
             "retirement_pipeline stage 0: PENDING is a required state and cannot belong to a stage",
         ),
         (
-            vec![stage("FORUMS_COMPLETE", "RETIRING_EMAIL_LISTS")],
+            vec![stage("FORUMS_COMPLETE", "RETIRING_ECOM")],
             "retirement_pipeline stage 0: working state FORUMS_COMPLETE ends in _COMPLETE, where the LMS refuses retirement actions",
         ),
         (

@@ -30,6 +30,8 @@ struct Run {
 fn expire_assignments(args: &[&str], stdin: &str) -> Run {
     let mut child = Command::new(env!("CARGO_BIN_EXE_expire-assignments"))
         .args(args)
+        .env_remove("RETIREMENT_CONFIG_FILE")
+        .env_remove("RETIREMENT_STORE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
