@@ -72,22 +72,30 @@ macro_rules! in_transaction {
 }
 
 /// The state table, read inside a transaction.
+/// `$aw` is `.await` on the async connections and empty on SQLite's synchronous one (the
+/// single-hop paths, see `advance`).
 macro_rules! load_table {
-    ($tx:expr) => {{
-        let rows: Vec<StateRow> = st::table.select(StateRow::as_select()).load($tx).await?;
+    ($tx:expr) => {
+        load_table!($tx, .await)
+    };
+    ($tx:expr, $($aw:tt)*) => {{
+        let rows: Vec<StateRow> = st::table.select(StateRow::as_select()).load($tx)$($aw)*?;
         StateTable::from_rows(rows.into_iter().map(State::from).collect())?
     }};
 }
 
 /// One status row or `NotFound`.
 macro_rules! load_status {
-    ($tx:expr, $id:expr) => {{
+    ($tx:expr, $id:expr) => {
+        load_status!($tx, $id; .await)
+    };
+    ($tx:expr, $id:expr; $($aw:tt)*) => {{
         let id: RetirementId = $id;
         s::table
             .find(id.0)
             .select(StatusRow::as_select())
             .first::<StatusRow>($tx)
-            .await
+            $($aw)*
             .optional()?
             .ok_or_else(|| StoreError::NotFound {
                 what: format!("retirement {id}"),
@@ -114,7 +122,10 @@ macro_rules! load_log {
 /// attempt number and the state read, plus its log row. `$end_lease` also raises the attempt
 /// and clears the lease (operator overrides). Fails with `$lost` when the row moved on.
 macro_rules! write_transition {
-    ($tx:expr, $row:expr, $retirement:expr, $entry:expr, $end_lease:expr, $lost:expr) => {{
+    ($tx:expr, $row:expr, $retirement:expr, $entry:expr, $end_lease:expr, $lost:expr) => {
+        write_transition!($tx, $row, $retirement, $entry, $end_lease, $lost; .await)
+    };
+    ($tx:expr, $row:expr, $retirement:expr, $entry:expr, $end_lease:expr, $lost:expr; $($aw:tt)*) => {{
         let row: &StatusRow = $row;
         let parts = $retirement.parts();
         let target = s::table
@@ -132,7 +143,7 @@ macro_rules! write_transition {
                     s::lease_expires.eq(None::<i64>),
                 ))
                 .execute($tx)
-                .await?
+                $($aw)*?
         } else {
             diesel::update(target)
                 .set((
@@ -141,7 +152,7 @@ macro_rules! write_transition {
                     s::modified.eq(micros(parts.modified)),
                 ))
                 .execute($tx)
-                .await?
+                $($aw)*?
         };
         if updated != 1 {
             return Err($lost);
@@ -149,8 +160,66 @@ macro_rules! write_transition {
         diesel::insert_into(log::table)
             .values(NewLogRow::new(RetirementId(row.id), $entry))
             .execute($tx)
-            .await?;
+            $($aw)*?;
     }};
+}
+
+/// Refuses a write whose lease is stale, or a lease-less write while a worker holds the learner.
+fn check_lease(
+    row: &StatusRow,
+    lease: Option<&Lease>,
+    id: RetirementId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    match lease {
+        Some(lease) => {
+            if row.attempt != lease.attempt
+                || row.lease_owner.as_deref() != Some(lease.owner.as_str())
+            {
+                return Err(StoreError::LeaseLost {
+                    retirement_id: id,
+                    attempt: lease.attempt,
+                });
+            }
+        }
+        None => {
+            if let Some(until) = row.live_lease(now) {
+                return Err(StoreError::Leased {
+                    retirement_id: id,
+                    until: from_micros("retirement_statuses", until)?.to_rfc3339(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The advanced record and its log entry, by `retirement-core`'s rules.
+fn plan_advance(
+    table: &StateTable,
+    row: &StatusRow,
+    new_state: &str,
+    response: &str,
+    actor: Actor,
+    now: DateTime<Utc>,
+) -> Result<(Retirement, LogEntry)> {
+    let mut retirement = row.clone().into_retirement(Vec::new())?;
+    let entry = retirement
+        .advance(table, new_state, response, actor, now)?
+        .clone();
+    Ok((retirement, entry))
+}
+
+/// What a lost compare-and-set means for an advance: the lease moved on, or (without one) a
+/// concurrent change.
+fn advance_conflict(lease: Option<&Lease>, id: RetirementId) -> StoreError {
+    match lease {
+        Some(lease) => StoreError::LeaseLost {
+            retirement_id: id,
+            attempt: lease.attempt,
+        },
+        None => StoreError::Conflict { retirement_id: id },
+    }
 }
 
 /// A pool of connections to one database, with the retirement and assignment tables.
@@ -492,33 +561,33 @@ impl RetirementStore for DieselStore {
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<LogEntry> {
+        // SQLite: the whole transaction in one hop to the connection's blocking thread, and
+        // BEGIN IMMEDIATE so two processes never deadlock upgrading a read lock. Per-statement
+        // hops dominated the driver's CPU (BENCHMARKS.md, the driver bench).
+        if let Pools::Sqlite(pool) = &self.pools {
+            let mut conn = pool.get().await.map_err(StoreError::connection)?;
+            let (lease, new_state, response) =
+                (lease.cloned(), new_state.to_owned(), response.to_owned());
+            return conn
+                .spawn_blocking(move |c| {
+                    Ok(sqlite_hop::advance(
+                        c,
+                        id,
+                        lease.as_ref(),
+                        &new_state,
+                        &response,
+                        actor,
+                        now,
+                    ))
+                })
+                .await?;
+        }
         in_transaction!(self, tx => {
             let table = load_table!(tx);
             let row = load_status!(tx, id);
-            let lost = |attempt| StoreError::LeaseLost { retirement_id: id, attempt };
-            match lease {
-                Some(lease) => {
-                    if row.attempt != lease.attempt
-                        || row.lease_owner.as_deref() != Some(lease.owner.as_str())
-                    {
-                        return Err(lost(lease.attempt));
-                    }
-                }
-                None => {
-                    if let Some(until) = row.live_lease(now) {
-                        return Err(StoreError::Leased {
-                            retirement_id: id,
-                            until: from_micros("retirement_statuses", until)?.to_rfc3339(),
-                        });
-                    }
-                }
-            }
-            let mut retirement = row.clone().into_retirement(Vec::new())?;
-            let entry = retirement.advance(&table, new_state, response, actor, now)?.clone();
-            let on_conflict = match lease {
-                Some(lease) => lost(lease.attempt),
-                None => StoreError::Conflict { retirement_id: id },
-            };
+            check_lease(&row, lease, id, now)?;
+            let (retirement, entry) = plan_advance(&table, &row, new_state, response, actor, now)?;
+            let on_conflict = advance_conflict(lease, id);
             write_transition!(tx, &row, retirement, &entry, false, on_conflict);
             Ok(entry)
         })
@@ -740,5 +809,43 @@ impl RetirementStore for DieselStore {
             });
         }
         Ok(())
+    }
+}
+
+/// SQLite transactions run whole on the connection's blocking thread, with diesel's
+/// synchronous API (a module of its own: the async `RunQueryDsl` must not be in scope).
+mod sqlite_hop {
+    use chrono::{DateTime, Utc};
+    use diesel::{
+        ExpressionMethods, OptionalExtension, QueryDsl, RunQueryDsl, SelectableHelper,
+        SqliteConnection,
+    };
+    use retirement_core::{Actor, LogEntry, RetirementId, State, StateTable};
+
+    use super::{advance_conflict, check_lease, plan_advance};
+    use crate::error::{Result, StoreError};
+    use crate::retirements::Lease;
+    use crate::rows::{NewLogRow, StateRow, StatusRow, micros};
+    use crate::schema::{retirement_log as log, retirement_states as st, retirement_statuses as s};
+
+    /// `RetirementStore::advance` in one `BEGIN IMMEDIATE` transaction.
+    pub(super) fn advance(
+        c: &mut SqliteConnection,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        new_state: &str,
+        response: &str,
+        actor: Actor,
+        now: DateTime<Utc>,
+    ) -> Result<LogEntry> {
+        c.immediate_transaction(|c| {
+            let table = load_table!(c,);
+            let row = load_status!(c, id;);
+            check_lease(&row, lease, id, now)?;
+            let (retirement, entry) = plan_advance(&table, &row, new_state, response, actor, now)?;
+            let on_conflict = advance_conflict(lease, id);
+            write_transition!(c, &row, retirement, &entry, false, on_conflict;);
+            Ok::<_, StoreError>(entry)
+        })
     }
 }

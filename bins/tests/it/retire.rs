@@ -638,6 +638,17 @@ async fn a_tubular_config_file_works_unchanged_with_retire_learner() {
     world.finish().await;
 }
 
+/// `retire run --config FILE`, with no RETIREMENT_ variables from the environment.
+fn run_with_config(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_retire"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("RETIREMENT_STORE")
+        .env_remove("RETIREMENT_CONFIG_FILE")
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_name_the_key_and_the_file_and_change_nothing() {
     let mut world = World::new("config").await;
@@ -651,11 +662,7 @@ async fn config_errors_name_the_key_and_the_file_and_change_nothing() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_retire"))
-        .args(["run", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = run_with_config(&bad);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -674,11 +681,7 @@ async fn config_errors_name_the_key_and_the_file_and_change_nothing() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_retire"))
-        .args(["run", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = run_with_config(&bad);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown config keys ignored"));
     world.finish().await;
