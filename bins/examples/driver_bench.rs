@@ -1,7 +1,7 @@
-//! `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]`:
-//! runs the real `retire run` binary against the fake edX (MS added to every step call) over
-//! N learners and the six-stage pipeline, once per concurrency, on a fresh SQLite store each
-//! time, and prints learners per second beside the latency-bound limit
+//! `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
+//! [--server URL]`: runs the real `retire run` binary against the fake edX (MS added to every
+//! step call) over N learners and the six-stage pipeline, once per concurrency, on a fresh
+//! store each time (SQLite, or a new database on the PostgreSQL/MySQL server of URL), and prints learners per second beside the latency-bound limit
 //! (concurrency ÷ (calls per learner × latency)) and the driver's CPU per learner.
 //!
 //! The fake runs in this process; the driver is a separate process, so its CPU time (read by
@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use retirement_core::{OriginalIdentity, RetiredIdConfig, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES};
 use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
+use retirement_store::testdb::TestDatabase;
 use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
 
 const STEP_PATHS: [&str; 6] = [
@@ -40,6 +41,7 @@ async fn main() {
     let mut learners: usize = 2000;
     let mut latency_ms: u64 = 20;
     let mut levels: Vec<usize> = vec![1, 8, 32, 128];
+    let mut server: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
@@ -52,6 +54,7 @@ async fn main() {
                     .map(|c| c.trim().parse().expect("--concurrency 1,8,32"))
                     .collect()
             }
+            "--server" => server = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -63,7 +66,12 @@ async fn main() {
     );
     let calls_per_learner = SIX_STAGE_EXAMPLE.len() as f64;
     println!(
-        "driver bench: {learners} learners, six stages, {latency_ms} ms added per call, SQLite store"
+        "driver bench: {learners} learners, six stages, {latency_ms} ms added per call, {} store",
+        match &server {
+            Some(url) if url.starts_with("postgres") => "PostgreSQL",
+            Some(_) => "MySQL",
+            None => "SQLite",
+        }
     );
     println!(
         "{:>11}  {:>12}  {:>14}  {:>9}  {:>16}  {:>9}",
@@ -74,7 +82,18 @@ async fn main() {
             std::env::temp_dir().join(format!("driver-bench-{}-{concurrency}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("bench.db").display());
+        let database = match &server {
+            Some(admin) => Some(
+                TestDatabase::create(admin)
+                    .await
+                    .expect("the server is reachable"),
+            ),
+            None => None,
+        };
+        let url = match &database {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", dir.join("bench.db").display()),
+        };
         let store = Arc::new(
             DieselStore::open(&url, &StoreOptions::default())
                 .await
@@ -152,6 +171,10 @@ async fn main() {
             1000.0 * cpu / completed,
         );
         drop(fake);
+        drop(store);
+        if let Some(db) = database {
+            db.drop_database().await;
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -602,8 +602,14 @@ impl Shared {
         };
         let mut lease = Some(lease);
         let report = drive(self, &retirement, &mut lease, driver).await;
+        // A learner that reached an end state had its lease ended by that write.
+        let ended = matches!(
+            report.outcome,
+            Some(Outcome::Completed | Outcome::Errored { recorded: true, .. })
+        );
         if let Some(lease) = &lease
             && report.result != LearnerResult::LeaseLost
+            && !ended
             && let Err(e) = self.store.release(lease).await
         {
             // The lease runs out on its own; another worker then takes the learner.

@@ -144,6 +144,19 @@ macro_rules! write_transition {
                 ))
                 .execute($tx)
                 $($aw)*?
+        } else if retirement_core::END_STATES.contains(&parts.current_state.as_str()) {
+            // Reaching an end state ends the lease in the same write: nothing is left to do,
+            // and the worker need not spend another round trip releasing it.
+            diesel::update(target)
+                .set((
+                    s::current_state.eq(&parts.current_state),
+                    s::last_state.eq(&parts.last_state),
+                    s::modified.eq(micros(parts.modified)),
+                    s::lease_owner.eq(None::<String>),
+                    s::lease_expires.eq(None::<i64>),
+                ))
+                .execute($tx)
+                $($aw)*?
         } else {
             diesel::update(target)
                 .set((

@@ -198,6 +198,7 @@ pub trait RetirementStore: Send + Sync {
 
     /// A validated forward move (upstream's non-forced `update_retirement_status`). A worker
     /// passes its lease; without one the move is refused while a worker holds a live lease.
+    /// A move to an end state (COMPLETE, ERRORED, ABORTED) also ends the lease.
     async fn advance(
         &self,
         id: RetirementId,

@@ -6,8 +6,8 @@
 //!   example, built in release mode).
 //! - `cargo xtask bench http [--calls N] [--concurrency N]`: step calls through retirement-http's
 //!   clients against the fake edX on loopback (the `http_bench` example).
-//! - `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]`: the
-//!   release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
+//! - `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
+//!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
 //!
 //! Repository-hygiene checks (architecture invariants) run as tests: `cargo test -p xtask`.
 
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128)"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)"
             );
             ExitCode::SUCCESS
         }

@@ -13,6 +13,7 @@ pub(crate) fn tests() -> Vec<Test> {
     vec![
         crate::test!(claim_sets_a_lease_that_others_skip),
         crate::test!(crash_between_claim_and_write_back),
+        crate::test!(reaching_an_end_state_ends_the_lease),
         crate::test!(operator_override_fences_the_worker),
         crate::test!(sqlite_style_claimers_never_double_claim),
         crate::test!(servers eight_claimers_over_2000_learners),
@@ -29,6 +30,37 @@ async fn six_stage(store: &Store) -> Pipeline {
 
 fn claim(pipeline: &Pipeline, owner: &str, limit: i64) -> ClaimRequest {
     ClaimRequest::for_pipeline(pipeline, owner, limit, TimeDelta::minutes(5), 7)
+}
+
+async fn reaching_an_end_state_ends_the_lease(store: Store) {
+    let pipeline = six_stage(&store).await;
+    let a = enqueue(&store, 1, day(0)).await;
+    let now = day(8);
+    let claimed = store.claim(&claim(&pipeline, "w1", 10), now).await.unwrap();
+    let lease = &claimed[0].lease;
+    let working = pipeline.stages()[0].working_state.clone();
+    store
+        .advance(a.id(), Some(lease), &working, "s", Actor::Driver, now)
+        .await
+        .unwrap();
+    // Mid-pipeline the lease stands: a heartbeat extends it.
+    let lease = store
+        .heartbeat(lease, now + TimeDelta::minutes(6))
+        .await
+        .unwrap();
+    store
+        .advance(a.id(), Some(&lease), "ERRORED", "boom", Actor::Driver, now)
+        .await
+        .unwrap();
+    // The write to ERRORED ended it: nothing left to heartbeat or release.
+    assert!(matches!(
+        store.heartbeat(&lease, now + TimeDelta::minutes(7)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.release(&lease).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
 }
 
 async fn claim_sets_a_lease_that_others_skip(store: Store) {
