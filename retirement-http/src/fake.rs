@@ -56,6 +56,10 @@ pub struct RecordedCall {
     pub body: serde_json::Value,
     /// The status answered (0 when the call hung or was cut off).
     pub status: u16,
+    /// The learner's state in `FakeConfig::lms_store` when the call arrived (every step
+    /// call naming a learner the store knows): what the chaos runs check each call against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learner_state: Option<String>,
 }
 
 /// How the fake is set up. `Debug` leaves the client secret out.
@@ -109,7 +113,7 @@ struct Shared {
     calls: Vec<RecordedCall>,
     in_flight: HashMap<String, u32>,
     overlaps: Vec<String>,
-    faults: HashMap<String, Fault>,
+    faults: HashMap<String, Vec<Fault>>,
     learners: HashMap<String, String>,
 }
 
@@ -235,11 +239,19 @@ impl FakeEdx {
 
     /// Sets (or with `None`, clears) the fault of one path.
     pub fn set_fault(&self, path: &str, fault: Option<Fault>) {
+        self.set_fault_mix(path, fault.into_iter().collect());
+    }
+
+    /// Sets several faults on one path (an empty list clears them). One seeded draw per call
+    /// picks at most one: the first whose `rate` band, stacked in list order, holds the draw
+    /// (a `rate` of 0 means "always" and takes whatever the earlier bands left).
+    pub fn set_fault_mix(&self, path: &str, faults: Vec<Fault>) {
         let mut shared = self.lock();
-        match fault {
-            Some(fault) => shared.faults.insert(path.to_owned(), fault),
-            None => shared.faults.remove(path),
-        };
+        if faults.is_empty() {
+            shared.faults.remove(path);
+        } else {
+            shared.faults.insert(path.to_owned(), faults);
+        }
     }
 
     /// Records a learner's current state for the step endpoints' guard.
@@ -379,6 +391,7 @@ async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response
         content_type: header(&parts.headers, "content-type"),
         body: json.clone(),
         status: 0,
+        learner_state: None,
     };
     let respond =
         |state: &FakeState, mut record: RecordedCall, status: u16, body: serde_json::Value| {
@@ -443,16 +456,22 @@ async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response
         }
     };
 
+    let stored_state = match (&state.config.lms_store, &username) {
+        (Some(store), Some(u)) => store
+            .find_by_username(u)
+            .await
+            .ok()
+            .map(|r| r.current_state().to_owned()),
+        _ => None,
+    };
+    record.learner_state = stored_state.clone();
+
     // The state guard of the LMS step endpoints (upstream's status codes, defect D4 included).
     if (state.config.enforce_state_guard || state.config.lms_store.is_some())
         && operation.service == "LMS"
     {
         let current = match (&state.config.lms_store, &username) {
-            (Some(store), Some(u)) => store
-                .find_by_username(u)
-                .await
-                .ok()
-                .map(|r| r.current_state().to_owned()),
+            (Some(_), _) => stored_state,
             (None, Some(u)) => state.lock().learners.get(u).cloned(),
             _ => None,
         };
@@ -479,48 +498,56 @@ async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response
         }
     }
 
-    let fault = state.lock().faults.get(&path).cloned();
+    let faults = state.lock().faults.get(&path).cloned().unwrap_or_default();
+    let fault = if faults.iter().all(|f| f.rate <= 0.0) {
+        faults.into_iter().next()
+    } else {
+        let draw = state
+            .random
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_u64() as f64
+            / u64::MAX as f64;
+        let mut band = 0.0;
+        faults.into_iter().find(|f| {
+            if f.rate <= 0.0 {
+                return true;
+            }
+            band += f.rate;
+            draw < band
+        })
+    };
     if let Some(fault) = fault {
-        let applies = fault.rate <= 0.0 || {
-            let draw = state
-                .random
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .next_u64();
-            (draw as f64 / u64::MAX as f64) < fault.rate
-        };
-        if applies {
-            if !fault.latency.is_zero() {
-                tokio::time::sleep(fault.latency).await;
-            }
-            if fault.hang {
-                state.lock().calls.push(record);
-                tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
-                return StatusCode::GATEWAY_TIMEOUT.into_response();
-            }
-            if fault.reset {
-                state.lock().calls.push(record);
-                let broken = futures_util::stream::iter([
-                    Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"partial\"")),
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionReset,
-                        "reset by fake",
-                    )),
-                ]);
-                return Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(Body::from_stream(broken))
-                    .unwrap_or_default();
-            }
-            if let Some(status) = fault.status {
-                let body = fault
-                    .body
-                    .clone()
-                    .map(serde_json::Value::String)
-                    .unwrap_or(serde_json::Value::Null);
-                return respond(&state, record, status, body);
-            }
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
+        }
+        if fault.hang {
+            state.lock().calls.push(record);
+            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        if fault.reset {
+            state.lock().calls.push(record);
+            let broken = futures_util::stream::iter([
+                Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"partial\"")),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "reset by fake",
+                )),
+            ]);
+            return Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Body::from_stream(broken))
+                .unwrap_or_default();
+        }
+        if let Some(status) = fault.status {
+            let body = fault
+                .body
+                .clone()
+                .map(serde_json::Value::String)
+                .unwrap_or(serde_json::Value::Null);
+            return respond(&state, record, status, body);
         }
     }
     record.status = if operation.name == "retirement_unenroll" {
@@ -585,6 +612,7 @@ fn lms_gate(
         content_type: header(headers, "content-type"),
         body: serde_json::Value::Null,
         status: 0,
+        learner_state: None,
     });
     if !authorised(state, headers) {
         return Err(StatusCode::UNAUTHORIZED);

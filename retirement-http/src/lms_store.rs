@@ -7,7 +7,8 @@
 //!   claimed);
 //! - no leases: a claim lists the queue; a learner in a working state is claimable once its
 //!   `modified` time is older than the lease length (the worker that moved it there is presumed
-//!   gone). The real fence is the LMS's own forward-only rule: two workers cannot both move a
+//!   gone). Within one process, a learner claimed and not yet released or ended is never
+//!   claimed again (the LMS would list it again between two stages: found by `chaos kill`). The real fence is the LMS's own forward-only rule: two workers cannot both move a
 //!   learner into `RETIRING_X`. Heartbeats and releases change nothing on the LMS, so a step that
 //!   outlives the lease length may be claimed again: set the lease above the request timeout
 //!   times the retry budget;
@@ -38,11 +39,29 @@ pub struct LmsStore {
     clients: Arc<ServiceClients>,
     lms: String,
     usernames: Mutex<HashMap<i64, String>>,
+    /// Learners this process has claimed and not yet released or moved to an end state, with
+    /// the state this process last saw them in.
+    held: Mutex<HashMap<i64, String>>,
 }
 
 impl std::fmt::Debug for LmsStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LmsStore").field("lms", &self.lms).finish()
+    }
+}
+
+impl LmsStore {
+    /// Whether a held learner is no longer in the state this process last saw it in.
+    async fn moved_on(&self, id: RetirementId, username: &str) -> bool {
+        let seen = self.held_ids().get(&id.0).cloned();
+        match (seen, self.find_by_username(username).await) {
+            (Some(seen), Ok(now)) => now.current_state() != seen,
+            _ => false,
+        }
+    }
+
+    fn held_ids(&self) -> std::sync::MutexGuard<'_, HashMap<i64, String>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -78,6 +97,7 @@ impl LmsStore {
             clients,
             lms,
             usernames: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         })
     }
 
@@ -325,15 +345,39 @@ impl RetirementStore for LmsStore {
     async fn advance(
         &self,
         id: RetirementId,
-        _lease: Option<&Lease>,
+        lease: Option<&Lease>,
         new_state: &str,
         response: &str,
         actor: Actor,
         now: DateTime<Utc>,
     ) -> Result<LogEntry> {
         let username = self.username_of(id)?;
-        self.patch_state(&username, new_state, response, false)
-            .await?;
+        match self
+            .patch_state(&username, new_state, response, false)
+            .await
+        {
+            Ok(()) => {}
+            // The LMS's forward-only rule is the fence between workers: when it refuses a
+            // claimed learner's move because the learner is no longer where this process left
+            // it, another worker moved it. That is a lost lease, not a failure to record as
+            // ERRORED over the other worker's progress.
+            Err(StoreError::Lms { status: 400, .. })
+                if lease.is_some() && self.moved_on(id, &username).await =>
+            {
+                self.held_ids().remove(&id.0);
+                return Err(StoreError::LeaseLost {
+                    retirement_id: id,
+                    attempt: lease.map_or(0, |l| l.attempt),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+        if retirement_core::END_STATES.contains(&new_state) {
+            // An end state ends the claim: the runner does not release it.
+            self.held_ids().remove(&id.0);
+        } else if let Some(seen) = self.held_ids().get_mut(&id.0) {
+            *seen = new_state.to_owned();
+        }
         Ok(LogEntry {
             at: now,
             from: None,
@@ -479,8 +523,10 @@ impl RetirementStore for LmsStore {
         };
         let listed = self.queue(&query, now).await?;
         let expires = now + request.lease_for;
-        Ok(listed
+        let mut held = self.held_ids();
+        let claimed: Vec<Claimed> = listed
             .into_iter()
+            .filter(|r| !held.contains_key(&r.id().0))
             .filter_map(|r| {
                 let working = request
                     .working_states
@@ -503,7 +549,14 @@ impl RetirementStore for LmsStore {
                 })
             })
             .take(request.limit as usize)
-            .collect())
+            .collect();
+        held.extend(claimed.iter().map(|c| {
+            (
+                c.lease.retirement_id.0,
+                c.retirement.current_state().to_owned(),
+            )
+        }));
+        Ok(claimed)
     }
 
     async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
@@ -513,7 +566,8 @@ impl RetirementStore for LmsStore {
         })
     }
 
-    async fn release(&self, _lease: &Lease) -> Result<()> {
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.held_ids().remove(&lease.retirement_id.0);
         Ok(())
     }
 }

@@ -101,7 +101,8 @@ struct AssignmentRow {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = a)]
+// None binds NULL: a `DEFAULT` in the SQL makes diesel re-prepare the statement each time.
+#[diesel(table_name = a, treat_none_as_default_value = false)]
 struct NewAssignmentRow<'a> {
     uuid: &'a str,
     configuration_uuid: &'a str,
@@ -127,7 +128,8 @@ struct ActionRow {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = act)]
+// None binds NULL: a `DEFAULT` in the SQL makes diesel re-prepare the statement each time.
+#[diesel(table_name = act, treat_none_as_default_value = false)]
 struct NewActionRow {
     assignment_id: i64,
     action_type: String,

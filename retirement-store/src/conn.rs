@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::bb8::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncMysqlConnection, AsyncPgConnection,
@@ -138,6 +140,9 @@ pub(crate) async fn build_pools(url: &StoreUrl, options: &StoreOptions) -> Resul
         BackendKind::Sqlite => {
             let busy_ms = options.sqlite_busy_timeout.as_millis();
             let mut config = ManagerConfig::<SqliteConn>::default();
+            // A local file cannot drop the connection: skip the `SELECT 1` that `Verified`
+            // runs (one more blocking hop) on every checkout, the SQLite hot path's cost.
+            config.recycling_method = RecyclingMethod::Fast;
             config.custom_setup = Box::new(move |path| {
                 let path = path.to_owned();
                 Box::pin(async move {

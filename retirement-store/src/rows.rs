@@ -102,7 +102,8 @@ impl StatusRow {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = retirement_statuses)]
+// None binds NULL: a `DEFAULT` in the SQL makes diesel re-prepare the statement each time.
+#[diesel(table_name = retirement_statuses, treat_none_as_default_value = false)]
 pub(crate) struct NewStatusRow<'a> {
     pub(crate) lms_user_id: Option<i64>,
     pub(crate) original_username: &'a str,
@@ -146,7 +147,8 @@ impl LogRow {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = retirement_log)]
+// None binds NULL: a `DEFAULT` in the SQL makes diesel re-prepare the statement each time.
+#[diesel(table_name = retirement_log, treat_none_as_default_value = false)]
 pub(crate) struct NewLogRow {
     pub(crate) retirement_id: i64,
     pub(crate) at: i64,

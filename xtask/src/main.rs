@@ -8,6 +8,9 @@
 //!   clients against the fake edX on loopback (the `http_bench` example).
 //! - `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
 //!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
+//! - `cargo xtask chaos kill|faults|workers|db|all [--short] [--seed N]`: crash, fault and
+//!   concurrency runs of the real `retire` binary (bins' `chaos` example); `--short` uses small
+//!   counts and the debug build (CI), otherwise the release build.
 //!
 //! Repository-hygiene checks (architecture invariants) run as tests: `cargo test -p xtask`.
 
@@ -19,9 +22,10 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`; RUN: kill, faults,\n                       workers, db or all; ARGS: --short (CI counts), --seed N"
             );
             ExitCode::SUCCESS
         }
@@ -97,6 +101,48 @@ fn bench(args: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `cargo xtask chaos ...`: builds `retire` and the chaos example in one profile, then runs it.
+fn chaos(args: &[String]) -> ExitCode {
+    let short = args.iter().any(|a| a == "--short");
+    let mut build = Command::new(cargo());
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "bins",
+        "--bin",
+        "retire",
+        "--example",
+        "chaos",
+    ]);
+    if !short {
+        build.arg("--release");
+    }
+    match build.current_dir(project_root()).status() {
+        Ok(s) if s.success() => {}
+        _ => {
+            eprintln!("xtask chaos: building retire and the chaos example failed");
+            return ExitCode::FAILURE;
+        }
+    }
+    let profile = if short { "debug" } else { "release" };
+    let example = target_dir().join(profile).join("examples").join("chaos");
+    match Command::new(&example).args(args).status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask chaos: could not run {}: {e}", example.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
 }
 
 /// `cargo run --release -p <package> --example <example> -- <args>`.

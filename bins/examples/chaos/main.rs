@@ -1,0 +1,547 @@
+//! `cargo xtask chaos kill|faults|workers|db|all [--short] [--seed N]`: the crash, fault and
+//! concurrency runs of issue 7. Each starts the real `retire` binary (found next to this
+//! example's directory) against the fake edX on loopback, breaks something at seeded random
+//! moments, then checks the promises against the store, the fake's record of every call and
+//! the captured output, prints its figures, and exits 1 when a promise broke.
+//!
+//! - `kill`: `retire run --concurrency 32` SIGKILLed at least 20 times, restarted until the
+//!   queue is empty; on the SQLite, PostgreSQL and LMS-backed stores.
+//! - `faults`: 5xx on 10% of calls, hangs on 2%, connection resets on 1%.
+//! - `workers`: 4 `retire run` processes on one PostgreSQL store, then one MariaDB store.
+//! - `db`: a TCP proxy between the driver and PostgreSQL cuts every connection at seeded
+//!   random moments.
+//!
+//! After each run the privacy check scans every captured stdout/stderr file and, after
+//! `retire cleanup`, every text column of the store for the seeded originals.
+//! Servers: `RETIREMENT_TEST_POSTGRES_URL` / `RETIREMENT_TEST_MYSQL_URL`, else this machine's
+//! defaults.
+
+mod checks;
+mod proxy;
+mod world;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use retirement_core::SplitMix64;
+use retirement_http::fake::Fault;
+
+use checks::{Ending, Figures, STEP_PATHS, check_learners, needles, scan_files};
+use world::{Backend, World, WorldOptions};
+
+/// Counts for one run: full (issue 7's) or `--short` (CI's).
+#[derive(Clone, Copy)]
+struct Scale {
+    short: bool,
+}
+
+impl Scale {
+    fn kill_learners(self) -> usize {
+        if self.short { 200 } else { 1000 }
+    }
+    fn kills(self) -> usize {
+        if self.short { 5 } else { 20 }
+    }
+    fn fault_learners(self) -> usize {
+        if self.short { 150 } else { 1000 }
+    }
+    fn worker_learners(self) -> usize {
+        if self.short { 300 } else { 2000 }
+    }
+    fn db_learners(self) -> usize {
+        if self.short { 150 } else { 1000 }
+    }
+}
+
+struct Args {
+    command: String,
+    scale: Scale,
+    seed: u64,
+    postgres: String,
+    mysql: String,
+    binary: PathBuf,
+}
+
+fn retire_binary() -> PathBuf {
+    // target/<profile>/examples/chaos → target/<profile>/retire
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|p| p.join("retire")))
+        .unwrap_or_else(|| PathBuf::from("retire"))
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        command: String::new(),
+        scale: Scale { short: false },
+        seed: 20261124,
+        postgres: std::env::var("RETIREMENT_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+        mysql: std::env::var("RETIREMENT_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into()),
+        binary: retire_binary(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--short" => args.scale.short = true,
+            "--seed" => {
+                args.seed = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--seed takes a number")?
+            }
+            "kill" | "faults" | "workers" | "db" | "all" if args.command.is_empty() => {
+                args.command = arg
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.command.is_empty() {
+        return Err("usage: chaos kill|faults|workers|db|all [--short] [--seed N]".into());
+    }
+    if !args.binary.exists() {
+        return Err(format!(
+            "{} is missing: build it with `cargo build -p bins --bin retire` (same profile)",
+            args.binary.display()
+        ));
+    }
+    Ok(args)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "chaos {} ({} counts, seed {}), driver {}",
+        args.command,
+        if args.scale.short { "short" } else { "full" },
+        args.seed,
+        args.binary.display()
+    );
+    let started = Instant::now();
+    let mut broken = Vec::new();
+    let all = args.command == "all";
+    let runs: Vec<(&str, Backend)> = vec![
+        ("kill", Backend::Sqlite),
+        ("kill", Backend::Postgres(args.postgres.clone())),
+        ("kill", Backend::Lms),
+        ("faults", Backend::Sqlite),
+        ("workers", Backend::Postgres(args.postgres.clone())),
+        ("workers", Backend::Mysql(args.mysql.clone())),
+        ("db", Backend::Postgres(args.postgres.clone())),
+    ];
+    for (name, backend) in runs {
+        if !all && args.command != name {
+            continue;
+        }
+        let label = format!("{name} on {}", backend.label());
+        println!("\n== {label}");
+        let result = match name {
+            "kill" => kill(&args, backend).await,
+            "faults" => faults(&args, backend).await,
+            "workers" => workers(&args, backend).await,
+            _ => db(&args, backend).await,
+        };
+        match result {
+            Ok(()) => println!("   promises held"),
+            Err(e) => {
+                println!("   BROKEN: {e}");
+                broken.push(label);
+            }
+        }
+    }
+    println!(
+        "\nchaos {}: {} in {:.0} s",
+        args.command,
+        if broken.is_empty() {
+            "every promise held".to_owned()
+        } else {
+            format!("broken in {}", broken.join(", "))
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if broken.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints the figures and turns violations into an error.
+fn report(figures: &Figures, learners: usize) -> Result<(), String> {
+    println!(
+        "   learners: {learners}, COMPLETE {}, ERRORED {}; step calls {} ({} repeats of a step \
+         already called: at-least-once); longest learner {:.1} s",
+        figures.complete,
+        figures.errored,
+        figures.step_calls,
+        figures.repeated_calls,
+        figures.longest_learner_seconds
+    );
+    if figures.violations.is_empty() {
+        Ok(())
+    } else {
+        for v in &figures.violations {
+            println!("   violation: {v}");
+        }
+        Err(format!("{} violations", figures.violations.len()))
+    }
+}
+
+/// The privacy check: captured output, then (after `retire cleanup`) every text column.
+async fn privacy(args: &Args, world: &mut World) -> Result<(), String> {
+    let needles = needles(world);
+    let archive = world.dir.join("cleanup-archive.json.gz");
+    let archive_arg = archive.display().to_string();
+    let (code, _) = world.run(
+        &args.binary,
+        &["cleanup", "--archive", &archive_arg, "--batch-size", "500"],
+    )?;
+    if code != 0 {
+        return Err(format!("retire cleanup exited {code}"));
+    }
+    let (files, hits) = scan_files(&world.dir, &needles)?;
+    let columns = world
+        .store
+        .text_columns_containing(&needles)
+        .await
+        .map_err(|e| format!("store scan: {e}"))?;
+    println!(
+        "   privacy: {} originals sought in {files} captured files (logs, summaries, the \
+         cleanup archive) and every text column after cleanup: {} file hits, {} column hits",
+        needles.len(),
+        hits.values().sum::<usize>(),
+        columns.len()
+    );
+    if !hits.is_empty() || !columns.is_empty() {
+        return Err(format!(
+            "seeded originals found: files {hits:?}, columns {columns:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn summary_field(stdout: &str, field: &str) -> u64 {
+    serde_json::from_str::<serde_json::Value>(stdout.trim())
+        .ok()
+        .and_then(|v| v.get(field).and_then(|f| f.as_u64()))
+        .unwrap_or(0)
+}
+
+fn latency(ms: u64) -> Fault {
+    Fault {
+        latency: Duration::from_millis(ms),
+        ..Fault::default()
+    }
+}
+
+// ----- kill -----
+
+async fn kill(args: &Args, backend: Backend) -> Result<(), String> {
+    let learners = args.scale.kill_learners();
+    let mut world = World::new(WorldOptions {
+        name: "kill",
+        backend,
+        learners,
+        extra_yaml: String::new(),
+        driver_url: None,
+    })
+    .await?;
+    for path in STEP_PATHS {
+        world.fake.set_fault(path, Some(latency(5)));
+    }
+    let mut random = SplitMix64::new(args.seed);
+    let (mut kills, mut runs) = (0, 0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
+    loop {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the queue was not empty after {} s",
+                started.elapsed().as_secs()
+            ));
+        }
+        let (mut child, _) =
+            world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?;
+        runs += 1;
+        let killed_before = kills;
+        if kills < args.scale.kills() {
+            // A seeded moment 10–160 ms into the run: start-up, claims, steps and writes alike.
+            let wait = Duration::from_millis(10 + random.next_u64() % 150);
+            tokio::time::sleep(wait).await;
+            if child.try_wait().map_err(|e| e.to_string())?.is_none() {
+                child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
+                kills += 1;
+            }
+        }
+        let (status, killed) = (
+            child.wait().map_err(|e| e.to_string())?,
+            kills > killed_before,
+        );
+        if !killed && !status.success() {
+            return Err(format!(
+                "`retire run` {runs} exited {status} without being killed"
+            ));
+        }
+        if world.unfinished().await? == 0 {
+            break;
+        }
+        if kills >= args.scale.kills() {
+            // Learners a killed run held come back when their 10 s leases run out.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    println!(
+        "   {kills} SIGKILLs over {runs} `retire run` processes; queue empty after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let figures = check_learners(&world, Ending::AllComplete, &[]).await;
+    let mut result = report(&figures, learners);
+    if kills < args.scale.kills() {
+        result = Err(format!(
+            "only {kills} kills landed (the queue emptied first)"
+        ));
+    }
+    let privacy = privacy(args, &mut world).await;
+    world.finish().await;
+    result.and(privacy)
+}
+
+// ----- faults -----
+
+const FAILURE_BODY: &str = "chaos: upstream failure";
+
+async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
+    let learners = args.scale.fault_learners();
+    let (budget, timeout) = (1.0, 1.0);
+    let mut world = World::new(WorldOptions {
+        name: "faults",
+        backend,
+        learners,
+        extra_yaml: format!(
+            "timeouts:\n  request_seconds: {timeout}\n  connect_seconds: 1\nretry:\n  \
+             initial_backoff_seconds: 0.05\n  max_backoff_seconds: 0.2\n  budget_seconds: {budget}\n  \
+             gateway_timeout_wait_seconds: 0.1\n  gateway_timeout_retries: 1\n"
+        ),
+        driver_url: None,
+    })
+    .await?;
+    for path in STEP_PATHS {
+        world.fake.set_fault_mix(
+            path,
+            vec![
+                Fault {
+                    status: Some(500),
+                    body: Some(FAILURE_BODY.into()),
+                    rate: 0.10,
+                    ..Fault::default()
+                },
+                Fault {
+                    hang: true,
+                    rate: 0.02,
+                    ..Fault::default()
+                },
+                Fault {
+                    reset: true,
+                    rate: 0.01,
+                    ..Fault::default()
+                },
+            ],
+        );
+    }
+    let concurrency = 32;
+    let started = Instant::now();
+    let (code, stdout) = world.run(
+        &args.binary,
+        &["run", "--concurrency", &concurrency.to_string(), "--json"],
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    let calls = world.fake.calls();
+    let answered = |f: &dyn Fn(u16) -> bool| calls.iter().filter(|c| f(c.status)).count();
+    println!(
+        "   `retire run` exited {code} after {wall:.1} s; the fake saw {} calls: {} answered 500, \
+         {} hung or reset (no status)",
+        calls.len(),
+        answered(&|s| s == 500),
+        answered(&|s| s == 0)
+    );
+    let mut figures = check_learners(&world, Ending::CompleteOrErrored, &[FAILURE_BODY]).await;
+    // Each stage: its last attempt starts within the budget of its first and lasts at most
+    // one timeout; store writes and scheduling get a second of slack per learner.
+    let per_learner = 6.0 * (budget + timeout) + 1.0;
+    if figures.longest_learner_seconds > per_learner {
+        figures.violate(format!(
+            "a learner took {:.1} s, over 6 × (budget {budget} s + timeout {timeout} s) + 1 s",
+            figures.longest_learner_seconds
+        ));
+    }
+    let waves = learners.div_ceil(concurrency) as f64;
+    if wall > waves * per_learner + 10.0 {
+        figures.violate(format!(
+            "the run took {wall:.1} s, over {waves} waves × {per_learner} s"
+        ));
+    }
+    println!(
+        "   time bound: a learner ≤ {per_learner:.0} s (longest {:.1} s); the run ≤ {:.0} s \
+         (took {wall:.1} s)",
+        figures.longest_learner_seconds,
+        waves * per_learner + 10.0
+    );
+    if summary_field(&stdout, "errored") != figures.errored as u64 {
+        figures.violate(format!(
+            "the run's summary says {} ERRORED, the store {}",
+            summary_field(&stdout, "errored"),
+            figures.errored
+        ));
+    }
+    let result = report(&figures, learners);
+    let privacy = privacy(args, &mut world).await;
+    world.finish().await;
+    result.and(privacy)
+}
+
+// ----- workers -----
+
+async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
+    let learners = args.scale.worker_learners();
+    let mut world = World::new(WorldOptions {
+        name: "workers",
+        backend,
+        learners,
+        extra_yaml: String::new(),
+        driver_url: None,
+    })
+    .await?;
+    for path in STEP_PATHS {
+        world.fake.set_fault(path, Some(latency(5)));
+    }
+    let started = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..4 {
+        children.push(world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?);
+    }
+    let (mut claimed, mut lost) = (0, 0);
+    for (mut child, out) in children {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+        if !status.success() {
+            return Err(format!("a worker exited {status}: {stdout}"));
+        }
+        let mine = summary_field(&stdout, "claimed");
+        claimed += mine;
+        lost += summary_field(&stdout, "lease_lost");
+        print!(
+            "{}",
+            if claimed == mine {
+                "   claims per worker: "
+            } else {
+                ", "
+            }
+        );
+        print!("{mine}");
+    }
+    println!(
+        "\n   4 workers, {:.1} s: {claimed} claims for {learners} learners ({} double), {lost} \
+         leases lost",
+        started.elapsed().as_secs_f64(),
+        claimed.saturating_sub(learners as u64)
+    );
+    let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
+    if claimed != learners as u64 {
+        figures.violate(format!("{claimed} claims for {learners} learners"));
+    }
+    if figures.repeated_calls > 0 {
+        figures.violate(format!(
+            "{} steps ran twice without any crash",
+            figures.repeated_calls
+        ));
+    }
+    let result = report(&figures, learners);
+    let privacy = privacy(args, &mut world).await;
+    world.finish().await;
+    result.and(privacy)
+}
+
+// ----- db -----
+
+async fn db(args: &Args, backend: Backend) -> Result<(), String> {
+    let learners = args.scale.db_learners();
+    let Backend::Postgres(admin) = &backend else {
+        return Err("chaos db runs on PostgreSQL".into());
+    };
+    let upstream = server_address(admin)?;
+    let proxy = proxy::CuttingProxy::start(&upstream, args.seed)
+        .await
+        .map_err(|e| format!("proxy: {e}"))?;
+    let proxy_address = proxy.address();
+    let mut world = World::new(WorldOptions {
+        name: "db",
+        backend: backend.clone(),
+        learners,
+        extra_yaml: String::new(),
+        driver_url: Some(Box::new(move |url: &str| {
+            url.replacen(&upstream_host(url), &proxy_address, 1)
+        })),
+    })
+    .await?;
+    for path in STEP_PATHS {
+        world.fake.set_fault(path, Some(latency(5)));
+    }
+    proxy.start_cutting(Duration::from_millis(100), Duration::from_millis(600));
+    let started = Instant::now();
+    let mut runs = 0;
+    let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
+    loop {
+        runs += 1;
+        let (code, _) = world.run(&args.binary, &["run", "--concurrency", "32", "--json"])?;
+        if code != 0 {
+            println!("   `retire run` {runs} exited {code} (the database went away for too long)");
+        }
+        if world.unfinished().await? == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cuts = proxy.stop_cutting();
+    println!(
+        "   {cuts} cuts of every driver connection ({} connections in all) over {:.1} s and \
+         {runs} `retire run` process(es)",
+        proxy.connections(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
+    if cuts == 0 {
+        figures.violate("the proxy never cut a connection".into());
+    }
+    let result = report(&figures, learners);
+    let privacy = privacy(args, &mut world).await;
+    world.finish().await;
+    result.and(privacy)
+}
+
+/// `postgres://user@host:port/db` → `host:port`.
+fn upstream_host(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_owned()
+}
+
+fn server_address(url: &str) -> Result<String, String> {
+    let host = upstream_host(url);
+    if host.is_empty() {
+        return Err(format!("no host in {url}"));
+    }
+    Ok(if host.contains(':') {
+        host
+    } else {
+        format!("{host}:5432")
+    })
+}
