@@ -169,14 +169,36 @@ impl StoreError {
                 matches!(
                     kind,
                     DatabaseErrorKind::SerializationFailure | DatabaseErrorKind::ClosedConnection
-                ) || info.message().contains("Deadlock")
-                    || info.message().contains("deadlock")
-                    || info.message().contains("database is locked")
-                    || info.message().contains("Lock wait timeout")
+                ) || transient_message(info.message())
             }
+            // A transaction whose connection broke mid-way: the pool replaces the connection.
+            StoreError::Database(Error::BrokenTransactionManager) => true,
+            StoreError::Database(e) => transient_message(&e.to_string()),
             _ => false,
         }
     }
+}
+
+/// Messages of failures that a retry on a fresh connection may get past: lock contention, and
+/// a connection lost mid-statement (diesel-async reports PostgreSQL's and MySQL's as plain
+/// database errors; `chaos db` cuts connections to find them).
+fn transient_message(message: &str) -> bool {
+    const TRANSIENT: [&str; 12] = [
+        "deadlock",
+        "database is locked",
+        "lock wait timeout",
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "unexpected eof",
+        "server closed the connection",
+        "lost connection",
+        "server has gone away",
+        "error communicating with the server",
+        "connection refused",
+    ];
+    let message = message.to_ascii_lowercase();
+    TRANSIENT.iter().any(|t| message.contains(t))
 }
 
 /// The store's result type.

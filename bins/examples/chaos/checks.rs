@@ -39,6 +39,8 @@ pub(crate) struct Figures {
     /// The longest time one learner spent from its first working state to its end.
     pub(crate) longest_learner_seconds: f64,
     pub(crate) violations: Vec<String>,
+    /// One ERRORED learner's last log text per kind of failure (status, timeout, reset).
+    pub(crate) errored_samples: BTreeMap<String, String>,
 }
 
 impl Figures {
@@ -191,6 +193,16 @@ fn check_log(
                     "retirement {id}: ERRORED from {previous:?}, not from a working state"
                 ));
             }
+            let kind = entry
+                .text
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_owned();
+            figures
+                .errored_samples
+                .entry(kind)
+                .or_insert_with(|| entry.text.chars().take(160).collect());
             if !holds_failure(&entry.text, failure_bodies) {
                 figures.violate(format!(
                     "retirement {id}: the ERRORED entry holds no failing response: {:?}",

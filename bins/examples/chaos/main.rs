@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use retirement_core::SplitMix64;
 use retirement_http::fake::Fault;
+use retirement_store::RetirementStore;
 
 use checks::{Ending, Figures, STEP_PATHS, check_learners, needles, scan_files};
 use world::{Backend, World, WorldOptions};
@@ -186,6 +187,9 @@ fn report(figures: &Figures, learners: usize) -> Result<(), String> {
         figures.repeated_calls,
         figures.longest_learner_seconds
     );
+    for (kind, text) in &figures.errored_samples {
+        println!("   an ERRORED log ({kind}): {text:?}");
+    }
     if figures.violations.is_empty() {
         Ok(())
     } else {
@@ -199,6 +203,20 @@ fn report(figures: &Figures, learners: usize) -> Result<(), String> {
 /// The privacy check: captured output, then (after `retire cleanup`) every text column.
 async fn privacy(args: &Args, world: &mut World) -> Result<(), String> {
     let needles = needles(world);
+    // ERRORED learners are not retired yet and rightly keep their originals: the columns are
+    // searched for the COMPLETE learners' originals, which cleanup must remove.
+    let mut retired = Vec::new();
+    for original in &world.seeded {
+        if let Ok(r) = world.store.find_by_username(&original.username).await
+            && r.current_state() == "COMPLETE"
+        {
+            retired.extend([
+                original.username.clone(),
+                original.email.clone(),
+                original.name.clone(),
+            ]);
+        }
+    }
     let archive = world.dir.join("cleanup-archive.json.gz");
     let archive_arg = archive.display().to_string();
     let (code, _) = world.run(
@@ -211,13 +229,15 @@ async fn privacy(args: &Args, world: &mut World) -> Result<(), String> {
     let (files, hits) = scan_files(&world.dir, &needles)?;
     let columns = world
         .store
-        .text_columns_containing(&needles)
+        .text_columns_containing(&retired)
         .await
         .map_err(|e| format!("store scan: {e}"))?;
     println!(
         "   privacy: {} originals sought in {files} captured files (logs, summaries, the \
-         cleanup archive) and every text column after cleanup: {} file hits, {} column hits",
+         cleanup archive), the COMPLETE learners' {} in every text column after cleanup: {} \
+         file hits, {} column hits",
         needles.len(),
+        retired.len(),
         hits.values().sum::<usize>(),
         columns.len()
     );
@@ -311,8 +331,9 @@ async fn kill(args: &Args, backend: Backend) -> Result<(), String> {
         ));
     }
     let privacy = privacy(args, &mut world).await;
-    world.finish().await;
-    result.and(privacy)
+    let result = result.and(privacy);
+    world.finish(result.is_err()).await;
+    result
 }
 
 // ----- faults -----
@@ -404,8 +425,9 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
     }
     let result = report(&figures, learners);
     let privacy = privacy(args, &mut world).await;
-    world.finish().await;
-    result.and(privacy)
+    let result = result.and(privacy);
+    world.finish(result.is_err()).await;
+    result
 }
 
 // ----- workers -----
@@ -466,8 +488,9 @@ async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
     }
     let result = report(&figures, learners);
     let privacy = privacy(args, &mut world).await;
-    world.finish().await;
-    result.and(privacy)
+    let result = result.and(privacy);
+    world.finish(result.is_err()).await;
+    result
 }
 
 // ----- db -----
@@ -523,8 +546,9 @@ async fn db(args: &Args, backend: Backend) -> Result<(), String> {
     }
     let result = report(&figures, learners);
     let privacy = privacy(args, &mut world).await;
-    world.finish().await;
-    result.and(privacy)
+    let result = result.and(privacy);
+    world.finish(result.is_err()).await;
+    result
 }
 
 /// `postgres://user@host:port/db` → `host:port`.

@@ -208,8 +208,9 @@ impl World {
         Ok(open)
     }
 
-    /// Drops the fake and the store's connections, then the server database and the directory.
-    pub(crate) async fn finish(self) {
+    /// Drops the fake and the store's connections, then the server database and, unless
+    /// `keep` (a broken promise: the captured output is evidence), the directory.
+    pub(crate) async fn finish(self, keep: bool) {
         let World {
             fake,
             store,
@@ -222,6 +223,10 @@ impl World {
         if let Some(db) = database {
             db.drop_database().await;
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        if keep {
+            println!("   evidence kept in {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
