@@ -226,7 +226,14 @@ impl Config {
         let document: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(text).map_err(|e| error(None, format!("invalid YAML: {e}")))?
+            serde_saphyr::from_str(text).map_err(|e| {
+                // Only the first line (position and reason): the parser's snippet of the
+                // source would quote whatever sits on that line, `client_secret` included
+                // (found by the bad-input test).
+                let text = e.to_string();
+                let reason = text.lines().next().unwrap_or("").trim();
+                error(None, format!("invalid YAML: {reason}"))
+            })?
         };
         let serde_json::Value::Object(map) = document else {
             return Err(error(

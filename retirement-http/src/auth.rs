@@ -181,6 +181,12 @@ impl TokenSource {
         let token = body.access_token.ok_or_else(|| {
             HttpError::Token("'access_token' does not exist in the response".into())
         })?;
+        // An empty token would only earn 401s from every service (found by the bad-input test).
+        if token.trim().is_empty() {
+            return Err(HttpError::Token(
+                "'access_token' is empty in the response".into(),
+            ));
+        }
         self.inner
             .fetched
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -812,7 +812,9 @@ async fn wait_until(shared: &Shared, lease: &mut Option<Lease>, at: DateTime<Utc
 }
 
 /// Writes a state, retrying transient store failures within the budget. A write whose
-/// acknowledgement was lost is recognised by reading the learner back.
+/// acknowledgement was lost (the connection broke after the commit) is recognised by reading
+/// the learner back: its retry is refused (an earlier state, or a lease the end state already
+/// ended), and the learner is found in the state written.
 async fn write_state(
     shared: &Shared,
     id: RetirementId,
@@ -827,30 +829,45 @@ async fn write_state(
             .store
             .advance(id, lease, new_state, response, Actor::Driver, Utc::now())
             .await;
-        match result {
+        let error = match result {
             Ok(_) => return Input::StateWritten,
-            Err(StoreError::LeaseLost { .. }) => {
-                return Input::StateWriteFailed {
-                    lease_lost: true,
-                    message: "lease lost".into(),
-                };
-            }
             Err(e) if e.is_transient() && started.elapsed() < shared.options.store_retry_budget => {
                 tries += 1;
                 tracing::warn!(retirement_id = id.0, error = %e, attempt = tries, "state write failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100u64 << tries.min(6))).await;
-                if let Ok(current) = shared.store.get(id).await
-                    && current.current_state() == new_state
-                {
-                    return Input::StateWritten;
-                }
+                continue;
             }
-            Err(e) => {
-                return Input::StateWriteFailed {
-                    lease_lost: false,
-                    message: e.to_string(),
-                };
+            Err(e) => e,
+        };
+        // An earlier attempt may have landed: only then can a refusal mean "already written".
+        if tries > 0 && already_in(shared, id, new_state, started).await {
+            return Input::StateWritten;
+        }
+        return match error {
+            StoreError::LeaseLost { .. } => Input::StateWriteFailed {
+                lease_lost: true,
+                message: "lease lost".into(),
+            },
+            e => Input::StateWriteFailed {
+                lease_lost: false,
+                message: e.to_string(),
+            },
+        };
+    }
+}
+
+/// Whether the learner is in `state`, reading it back through transient failures within the
+/// store retry budget.
+async fn already_in(shared: &Shared, id: RetirementId, state: &str, started: Instant) -> bool {
+    let mut tries = 0u32;
+    loop {
+        match shared.store.get(id).await {
+            Ok(current) => return current.current_state() == state,
+            Err(e) if e.is_transient() && started.elapsed() < shared.options.store_retry_budget => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100u64 << tries.min(6))).await;
             }
+            Err(_) => return false,
         }
     }
 }

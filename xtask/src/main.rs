@@ -8,9 +8,10 @@
 //!   clients against the fake edX on loopback (the `http_bench` example).
 //! - `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
 //!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
-//! - `cargo xtask chaos kill|faults|workers|db|all [--short] [--seed N]`: crash, fault and
-//!   concurrency runs of the real `retire` binary (bins' `chaos` example); `--short` uses small
-//!   counts and the debug build (CI), otherwise the release build.
+//! - `cargo xtask chaos kill|faults|workers|db|input|all [--short] [--seed N]`: crash, fault
+//!   and concurrency runs of the real `retire` binary (bins' `chaos` example), and `input`, the
+//!   bad-input property tests with 10,000 cases per target; `--short` uses small counts (256
+//!   cases) and the debug build (CI), otherwise the release build.
 //!
 //! Repository-hygiene checks (architecture invariants) run as tests: `cargo test -p xtask`.
 
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         Some("chaos") => chaos(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`; RUN: kill, faults,\n                       workers, db or all; ARGS: --short (CI counts), --seed N"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, workers, db, input or all;\n                       ARGS: --short (CI counts), --seed N"
             );
             ExitCode::SUCCESS
         }
@@ -103,9 +104,38 @@ fn bench(args: &[String]) -> ExitCode {
     }
 }
 
-/// `cargo xtask chaos ...`: builds `retire` and the chaos example in one profile, then runs it.
+/// `cargo xtask chaos ...`: the bad-input property tests (`input`, with a case count), and
+/// `retire` with the chaos example built in one profile (the other runs).
 fn chaos(args: &[String]) -> ExitCode {
     let short = args.iter().any(|a| a == "--short");
+    let run = args.first().map(String::as_str).unwrap_or("");
+    if run == "input" || run == "all" {
+        let cases = if short { "256" } else { "10000" };
+        for package in ["retirement-http", "bins"] {
+            println!("== bad input ({package}, {cases} cases per target)");
+            let status = Command::new(cargo())
+                .args([
+                    "test",
+                    "--quiet",
+                    "-p",
+                    package,
+                    "--test",
+                    "it",
+                    "bad_input",
+                ])
+                .args(["--", "--nocapture", "--test-threads", "1"])
+                .env("BAD_INPUT_CASES", cases)
+                .current_dir(project_root())
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("xtask chaos input: the bad-input tests of {package} failed");
+                return ExitCode::FAILURE;
+            }
+        }
+        if run == "input" {
+            return ExitCode::SUCCESS;
+        }
+    }
     let mut build = Command::new(cargo());
     build.args([
         "build",

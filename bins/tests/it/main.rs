@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod bad_input;
 mod retire;
 
 /// The URL of a database server for tests, from `var`. Without it: under CI=true the test
@@ -37,13 +38,13 @@ fn expire_assignments(args: &[&str], stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // Fed from another thread: a large input's output would fill the stdout pipe while this
+    // thread still writes, and both processes would wait for ever.
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.to_owned();
+    let feeder = std::thread::spawn(move || input.write_all(text.as_bytes()));
     let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
     Run {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),

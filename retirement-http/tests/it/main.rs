@@ -1,5 +1,6 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
+mod bad_input;
 mod driven;
 mod lms_store;
 mod shared_suite;
