@@ -39,9 +39,9 @@ pub struct LmsStore {
     clients: Arc<ServiceClients>,
     lms: String,
     usernames: Mutex<HashMap<i64, String>>,
-    /// Learners this process has claimed and not yet released or moved to an end state, with
-    /// the state this process last saw them in.
-    held: Mutex<HashMap<i64, String>>,
+    /// Learners claimed through this store and not yet released or moved to an end state:
+    /// the in-process leases.
+    held: Mutex<HashMap<i64, Held>>,
 }
 
 impl std::fmt::Debug for LmsStore {
@@ -53,16 +53,23 @@ impl std::fmt::Debug for LmsStore {
 impl LmsStore {
     /// Whether a held learner is no longer in the state this process last saw it in.
     async fn moved_on(&self, id: RetirementId, username: &str) -> bool {
-        let seen = self.held_ids().get(&id.0).cloned();
+        let seen = self.held_ids().get(&id.0).map(|h| h.state.clone());
         match (seen, self.find_by_username(username).await) {
             (Some(seen), Ok(now)) => now.current_state() != seen,
             _ => false,
         }
     }
 
-    fn held_ids(&self) -> std::sync::MutexGuard<'_, HashMap<i64, String>> {
+    fn held_ids(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// An in-process lease: who claimed the learner, until when, and the state last seen.
+struct Held {
+    owner: String,
+    expires: DateTime<Utc>,
+    state: String,
 }
 
 fn unsupported(operation: &'static str) -> StoreError {
@@ -375,8 +382,8 @@ impl RetirementStore for LmsStore {
         if retirement_core::END_STATES.contains(&new_state) {
             // An end state ends the claim: the runner does not release it.
             self.held_ids().remove(&id.0);
-        } else if let Some(seen) = self.held_ids().get_mut(&id.0) {
-            *seen = new_state.to_owned();
+        } else if let Some(held) = self.held_ids().get_mut(&id.0) {
+            held.state = new_state.to_owned();
         }
         Ok(LogEntry {
             at: now,
@@ -526,7 +533,12 @@ impl RetirementStore for LmsStore {
         let mut held = self.held_ids();
         let claimed: Vec<Claimed> = listed
             .into_iter()
-            .filter(|r| !held.contains_key(&r.id().0))
+            // Never a learner its own owner holds (the LMS lists a learner again between two
+            // stages); another owner's only once that lease ran out, as a store lease would.
+            .filter(|r| match held.get(&r.id().0) {
+                Some(h) => h.owner != request.owner && h.expires <= now,
+                None => true,
+            })
             .filter_map(|r| {
                 let working = request
                     .working_states
@@ -553,13 +565,22 @@ impl RetirementStore for LmsStore {
         held.extend(claimed.iter().map(|c| {
             (
                 c.lease.retirement_id.0,
-                c.retirement.current_state().to_owned(),
+                Held {
+                    owner: request.owner.clone(),
+                    expires,
+                    state: c.retirement.current_state().to_owned(),
+                },
             )
         }));
         Ok(claimed)
     }
 
     async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
+        if let Some(held) = self.held_ids().get_mut(&lease.retirement_id.0)
+            && held.owner == lease.owner
+        {
+            held.expires = until;
+        }
         Ok(Lease {
             expires: until,
             ..lease.clone()
@@ -567,7 +588,13 @@ impl RetirementStore for LmsStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        self.held_ids().remove(&lease.retirement_id.0);
+        let mut held = self.held_ids();
+        if held
+            .get(&lease.retirement_id.0)
+            .is_some_and(|h| h.owner == lease.owner)
+        {
+            held.remove(&lease.retirement_id.0);
+        }
         Ok(())
     }
 }

@@ -38,6 +38,9 @@ impl Backend {
     }
 }
 
+/// Turns the store's URL into the one the driver uses.
+pub(crate) type UrlRewrite = Box<dyn Fn(&str) -> String>;
+
 /// Extra config lines per run kind (timeouts, retry rules).
 pub(crate) struct WorldOptions {
     pub(crate) name: &'static str,
@@ -45,7 +48,7 @@ pub(crate) struct WorldOptions {
     pub(crate) learners: usize,
     pub(crate) extra_yaml: String,
     /// The URL the driver uses instead of the store's own (the `chaos db` proxy).
-    pub(crate) driver_url: Option<Box<dyn Fn(&str) -> String>>,
+    pub(crate) driver_url: Option<UrlRewrite>,
 }
 
 pub(crate) struct World {

@@ -3,6 +3,7 @@
 mod bad_input;
 mod driven;
 mod lms_store;
+mod runner;
 mod shared_suite;
 mod support;
 

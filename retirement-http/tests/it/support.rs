@@ -48,8 +48,10 @@ pub(crate) async fn lms_world(states: &[String]) -> LmsWorld {
     })
     .await
     .unwrap();
-    let base_urls: BTreeMap<String, String> =
-        [("lms".to_string(), fake.base_url())].into_iter().collect();
+    let base_urls: BTreeMap<String, String> = ["lms", "ecommerce"]
+        .iter()
+        .map(|key| (key.to_string(), fake.base_url()))
+        .collect();
     let credentials = ClientCredentials {
         client_id: "retirement-worker".into(),
         client_secret: "s3cret".into(),
