@@ -100,6 +100,16 @@ fn transient_errors_are_the_ones_worth_retrying() {
         .is_transient()
     );
     assert!(db(DatabaseErrorKind::Unknown, "database is locked").is_transient());
+    // A connection lost mid-statement (what diesel-async reports; `chaos db` cuts them).
+    assert!(db(DatabaseErrorKind::Unknown, "connection closed").is_transient());
+    assert!(
+        db(
+            DatabaseErrorKind::Unknown,
+            "Lost connection to MySQL server during query"
+        )
+        .is_transient()
+    );
+    assert!(crate::StoreError::Database(Error::BrokenTransactionManager).is_transient());
     assert!(crate::StoreError::Connection("reset".into()).is_transient());
     assert!(!db(DatabaseErrorKind::UniqueViolation, "duplicate key").is_transient());
     assert!(!crate::StoreError::NotAllComplete.is_transient());

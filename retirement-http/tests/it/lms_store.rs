@@ -250,3 +250,48 @@ async fn cancel_and_cleanup_map_the_lms_answers() {
         StoreError::NotFound { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_move_of_a_learner_another_worker_moved_is_a_lost_lease() {
+    let s = setup(1).await;
+    let request = ClaimRequest::for_pipeline(&s.pipeline, "w1", 10, TimeDelta::minutes(5), 7);
+    let mine = s.lms.claim(&request, Utc::now()).await.unwrap();
+    // Another process sees the same PENDING learner on the LMS and starts its first stage.
+    let other_process = LmsStore::new(s.world.clients.clone()).unwrap();
+    let request = ClaimRequest::for_pipeline(&s.pipeline, "w2", 10, TimeDelta::minutes(5), 7);
+    let theirs = other_process.claim(&request, Utc::now()).await.unwrap();
+    let working = &s.pipeline.stages()[0].working_state;
+    other_process
+        .advance(
+            theirs[0].retirement.id(),
+            Some(&theirs[0].lease),
+            working,
+            "Starting",
+            Actor::Driver,
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    // This process's move is refused by the LMS: the other worker has the learner.
+    let refused = s
+        .lms
+        .advance(
+            mine[0].retirement.id(),
+            Some(&mine[0].lease),
+            working,
+            "Starting",
+            Actor::Driver,
+            Utc::now(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::LeaseLost { .. })),
+        "{refused:?}"
+    );
+    let now = s.world.store.find_by_username("Learner0").await.unwrap();
+    assert_eq!(
+        now.current_state(),
+        working.as_str(),
+        "nothing written over"
+    );
+}
