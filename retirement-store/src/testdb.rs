@@ -7,7 +7,8 @@ use diesel_async::{
     AsyncConnection, AsyncMysqlConnection, AsyncPgConnection, SimpleAsyncConnection,
 };
 
-use crate::conn::BackendKind;
+// `retirement_store`, not `crate`: the store's own suite includes this file as a module.
+use retirement_store::BackendKind;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

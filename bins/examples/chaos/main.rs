@@ -275,65 +275,69 @@ async fn kill(args: &Args, backend: Backend) -> Result<(), String> {
         driver_url: None,
     })
     .await?;
-    for path in STEP_PATHS {
-        world.fake.set_fault(path, Some(latency(5)));
-    }
-    let mut random = SplitMix64::new(args.seed);
-    let (mut kills, mut runs) = (0, 0);
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
-    loop {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the queue was not empty after {} s",
-                started.elapsed().as_secs()
-            ));
+    let outcome: Result<(), String> = async {
+        for path in STEP_PATHS {
+            world.fake.set_fault(path, Some(latency(5)));
         }
-        let (mut child, _) =
-            world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?;
-        runs += 1;
-        let killed_before = kills;
-        if kills < args.scale.kills() {
-            // A seeded moment 10–160 ms into the run: start-up, claims, steps and writes alike.
-            let wait = Duration::from_millis(10 + random.next_u64() % 150);
-            tokio::time::sleep(wait).await;
-            if child.try_wait().map_err(|e| e.to_string())?.is_none() {
-                child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
-                kills += 1;
+        let mut random = SplitMix64::new(args.seed);
+        let (mut kills, mut runs) = (0, 0);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the queue was not empty after {} s",
+                    started.elapsed().as_secs()
+                ));
+            }
+            let (mut child, _) =
+                world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?;
+            runs += 1;
+            let killed_before = kills;
+            if kills < args.scale.kills() {
+                // A seeded moment 10–160 ms into the run: start-up, claims, steps and writes alike.
+                let wait = Duration::from_millis(10 + random.next_u64() % 150);
+                tokio::time::sleep(wait).await;
+                if child.try_wait().map_err(|e| e.to_string())?.is_none() {
+                    child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
+                    kills += 1;
+                }
+            }
+            let (status, killed) = (
+                child.wait().map_err(|e| e.to_string())?,
+                kills > killed_before,
+            );
+            if !killed && !status.success() {
+                return Err(format!(
+                    "`retire run` {runs} exited {status} without being killed"
+                ));
+            }
+            if world.unfinished().await? == 0 {
+                break;
+            }
+            if kills >= args.scale.kills() {
+                // Learners a killed run held come back when their 10 s leases run out.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-        let (status, killed) = (
-            child.wait().map_err(|e| e.to_string())?,
-            kills > killed_before,
+        println!(
+            "   {kills} SIGKILLs over {runs} `retire run` processes; queue empty after {:.1} s",
+            started.elapsed().as_secs_f64()
         );
-        if !killed && !status.success() {
-            return Err(format!(
-                "`retire run` {runs} exited {status} without being killed"
+        let figures = check_learners(&world, Ending::AllComplete, &[]).await;
+        let mut result = report(&figures, learners);
+        if kills < args.scale.kills() {
+            result = Err(format!(
+                "only {kills} kills landed (the queue emptied first)"
             ));
         }
-        if world.unfinished().await? == 0 {
-            break;
-        }
-        if kills >= args.scale.kills() {
-            // Learners a killed run held come back when their 10 s leases run out.
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        let privacy = privacy(args, &mut world).await;
+        result.and(privacy)
     }
-    println!(
-        "   {kills} SIGKILLs over {runs} `retire run` processes; queue empty after {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let figures = check_learners(&world, Ending::AllComplete, &[]).await;
-    let mut result = report(&figures, learners);
-    if kills < args.scale.kills() {
-        result = Err(format!(
-            "only {kills} kills landed (the queue emptied first)"
-        ));
-    }
-    let privacy = privacy(args, &mut world).await;
-    let result = result.and(privacy);
-    world.finish(result.is_err()).await;
-    result
+    .await;
+    // Also after an early error: the server database is dropped, the evidence kept.
+    world.finish(outcome.is_err()).await;
+    outcome
 }
 
 // ----- faults -----
@@ -355,6 +359,7 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
         driver_url: None,
     })
     .await?;
+    let outcome: Result<(), String> = async {
     for path in STEP_PATHS {
         world.fake.set_fault_mix(
             path,
@@ -425,9 +430,12 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
     }
     let result = report(&figures, learners);
     let privacy = privacy(args, &mut world).await;
-    let result = result.and(privacy);
-    world.finish(result.is_err()).await;
-    result
+    result.and(privacy)
+    }
+    .await;
+    // Also after an early error: the server database is dropped, the evidence kept.
+    world.finish(outcome.is_err()).await;
+    outcome
 }
 
 // ----- workers -----
@@ -442,55 +450,59 @@ async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
         driver_url: None,
     })
     .await?;
-    for path in STEP_PATHS {
-        world.fake.set_fault(path, Some(latency(5)));
-    }
-    let started = Instant::now();
-    let mut children = Vec::new();
-    for _ in 0..4 {
-        children.push(world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?);
-    }
-    let (mut claimed, mut lost) = (0, 0);
-    for (mut child, out) in children {
-        let status = child.wait().map_err(|e| e.to_string())?;
-        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-        if !status.success() {
-            return Err(format!("a worker exited {status}: {stdout}"));
+    let outcome: Result<(), String> = async {
+        for path in STEP_PATHS {
+            world.fake.set_fault(path, Some(latency(5)));
         }
-        let mine = summary_field(&stdout, "claimed");
-        claimed += mine;
-        lost += summary_field(&stdout, "lease_lost");
-        print!(
-            "{}",
-            if claimed == mine {
-                "   claims per worker: "
-            } else {
-                ", "
+        let started = Instant::now();
+        let mut children = Vec::new();
+        for _ in 0..4 {
+            children.push(world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?);
+        }
+        let (mut claimed, mut lost) = (0, 0);
+        for (mut child, out) in children {
+            let status = child.wait().map_err(|e| e.to_string())?;
+            let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+            if !status.success() {
+                return Err(format!("a worker exited {status}: {stdout}"));
             }
-        );
-        print!("{mine}");
-    }
-    println!(
-        "\n   4 workers, {:.1} s: {claimed} claims for {learners} learners ({} double), {lost} \
+            let mine = summary_field(&stdout, "claimed");
+            claimed += mine;
+            lost += summary_field(&stdout, "lease_lost");
+            print!(
+                "{}",
+                if claimed == mine {
+                    "   claims per worker: "
+                } else {
+                    ", "
+                }
+            );
+            print!("{mine}");
+        }
+        println!(
+            "\n   4 workers, {:.1} s: {claimed} claims for {learners} learners ({} double), {lost} \
          leases lost",
-        started.elapsed().as_secs_f64(),
-        claimed.saturating_sub(learners as u64)
-    );
-    let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
-    if claimed != learners as u64 {
-        figures.violate(format!("{claimed} claims for {learners} learners"));
+            started.elapsed().as_secs_f64(),
+            claimed.saturating_sub(learners as u64)
+        );
+        let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
+        if claimed != learners as u64 {
+            figures.violate(format!("{claimed} claims for {learners} learners"));
+        }
+        if figures.repeated_calls > 0 {
+            figures.violate(format!(
+                "{} steps ran twice without any crash",
+                figures.repeated_calls
+            ));
+        }
+        let result = report(&figures, learners);
+        let privacy = privacy(args, &mut world).await;
+        result.and(privacy)
     }
-    if figures.repeated_calls > 0 {
-        figures.violate(format!(
-            "{} steps ran twice without any crash",
-            figures.repeated_calls
-        ));
-    }
-    let result = report(&figures, learners);
-    let privacy = privacy(args, &mut world).await;
-    let result = result.and(privacy);
-    world.finish(result.is_err()).await;
-    result
+    .await;
+    // Also after an early error: the server database is dropped, the evidence kept.
+    world.finish(outcome.is_err()).await;
+    outcome
 }
 
 // ----- db -----
@@ -515,40 +527,46 @@ async fn db(args: &Args, backend: Backend) -> Result<(), String> {
         })),
     })
     .await?;
-    for path in STEP_PATHS {
-        world.fake.set_fault(path, Some(latency(5)));
-    }
-    proxy.start_cutting(Duration::from_millis(100), Duration::from_millis(600));
-    let started = Instant::now();
-    let mut runs = 0;
-    let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
-    loop {
-        runs += 1;
-        let (code, _) = world.run(&args.binary, &["run", "--concurrency", "32", "--json"])?;
-        if code != 0 {
-            println!("   `retire run` {runs} exited {code} (the database went away for too long)");
+    let outcome: Result<(), String> = async {
+        for path in STEP_PATHS {
+            world.fake.set_fault(path, Some(latency(5)));
         }
-        if world.unfinished().await? == 0 || Instant::now() > deadline {
-            break;
+        proxy.start_cutting(Duration::from_millis(100), Duration::from_millis(600));
+        let started = Instant::now();
+        let mut runs = 0;
+        let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
+        loop {
+            runs += 1;
+            let (code, _) = world.run(&args.binary, &["run", "--concurrency", "32", "--json"])?;
+            if code != 0 {
+                println!(
+                    "   `retire run` {runs} exited {code} (the database went away for too long)"
+                );
+            }
+            if world.unfinished().await? == 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let cuts = proxy.stop_cutting();
-    println!(
-        "   {cuts} cuts of every driver connection ({} connections in all) over {:.1} s and \
+        let cuts = proxy.stop_cutting();
+        println!(
+            "   {cuts} cuts of every driver connection ({} connections in all) over {:.1} s and \
          {runs} `retire run` process(es)",
-        proxy.connections(),
-        started.elapsed().as_secs_f64()
-    );
-    let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
-    if cuts == 0 {
-        figures.violate("the proxy never cut a connection".into());
+            proxy.connections(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
+        if cuts == 0 {
+            figures.violate("the proxy never cut a connection".into());
+        }
+        let result = report(&figures, learners);
+        let privacy = privacy(args, &mut world).await;
+        result.and(privacy)
     }
-    let result = report(&figures, learners);
-    let privacy = privacy(args, &mut world).await;
-    let result = result.and(privacy);
-    world.finish(result.is_err()).await;
-    result
+    .await;
+    // Also after an early error: the server database is dropped, the evidence kept.
+    world.finish(outcome.is_err()).await;
+    outcome
 }
 
 /// `postgres://user@host:port/db` → `host:port`.

@@ -11,8 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
 use retirement_store::{BackendKind, DieselStore, StoreOptions};
+
+use crate::testdb::TestDatabase;
 
 pub(crate) type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) type TestFn = Box<dyn Fn(Arc<DieselStore>) -> TestFuture>;
@@ -46,25 +47,16 @@ macro_rules! test {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// A database made for one test, dropped by `finish`.
+/// A database made for one test, dropped by `finish`: a temporary SQLite file, or a database
+/// on a server (`testdb`, shared with other crates' tests).
 pub(crate) struct Provisioned {
     pub url: String,
-    admin_url: Option<String>,
-    name: String,
-    kind: BackendKind,
+    place: Place,
 }
 
-fn replace_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    format!("{base}/{database}{query}")
+enum Place {
+    SqliteFile(String),
+    Server(TestDatabase),
 }
 
 impl Provisioned {
@@ -72,74 +64,38 @@ impl Provisioned {
         kind: BackendKind,
         admin_url: Option<&str>,
     ) -> Result<Provisioned, String> {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("retirement_test_{}_{n}", std::process::id());
         match kind {
             BackendKind::Sqlite => {
-                let path = std::env::temp_dir().join(format!("{name}.db"));
+                let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+                let path = std::env::temp_dir()
+                    .join(format!("retirement_test_{}_{n}.db", std::process::id()))
+                    .display()
+                    .to_string();
                 Ok(Provisioned {
-                    url: format!("sqlite://{}", path.display()),
-                    admin_url: None,
-                    name: path.display().to_string(),
-                    kind,
+                    url: format!("sqlite://{path}"),
+                    place: Place::SqliteFile(path),
                 })
             }
             BackendKind::Postgres | BackendKind::Mysql => {
                 let admin = admin_url.expect("server backends have a URL");
-                admin_exec(kind, admin, &format!("CREATE DATABASE {name}")).await?;
+                let db = TestDatabase::create(admin).await?;
                 Ok(Provisioned {
-                    url: replace_database(admin, &name),
-                    admin_url: Some(admin.to_owned()),
-                    name,
-                    kind,
+                    url: db.url.clone(),
+                    place: Place::Server(db),
                 })
             }
         }
     }
 
     pub(crate) async fn finish(self) {
-        match self.kind {
-            BackendKind::Sqlite => {
+        match self.place {
+            Place::SqliteFile(path) => {
                 for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
                 }
             }
-            BackendKind::Postgres => {
-                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-                let _ = admin_exec(
-                    self.kind,
-                    self.admin_url.as_deref().unwrap_or_default(),
-                    &sql,
-                )
-                .await;
-            }
-            BackendKind::Mysql => {
-                let sql = format!("DROP DATABASE IF EXISTS {}", self.name);
-                let _ = admin_exec(
-                    self.kind,
-                    self.admin_url.as_deref().unwrap_or_default(),
-                    &sql,
-                )
-                .await;
-            }
+            Place::Server(db) => db.drop_database().await,
         }
-    }
-}
-
-/// Runs one statement on a server over its own connection.
-async fn admin_exec(kind: BackendKind, url: &str, sql: &str) -> Result<(), String> {
-    async fn on<C: AsyncConnection>(url: &str, sql: &str) -> Result<(), String> {
-        let mut conn = C::establish(url)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        conn.batch_execute(sql)
-            .await
-            .map_err(|e| format!("{sql}: {e}"))
-    }
-    match kind {
-        BackendKind::Postgres => on::<AsyncPgConnection>(url, sql).await,
-        BackendKind::Mysql => on::<AsyncMysqlConnection>(url, sql).await,
-        BackendKind::Sqlite => Ok(()),
     }
 }
 

@@ -4,6 +4,9 @@ mod assignments;
 mod harness;
 mod leases;
 mod retirements;
+#[path = "../../src/testdb.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod testdb;
 #[path = "../../src/testkit.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod testkit;
