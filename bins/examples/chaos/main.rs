@@ -263,81 +263,102 @@ fn latency(ms: u64) -> Fault {
     }
 }
 
+/// Sets up the world, runs `body`, prints its figures, runs the privacy check, and always
+/// finishes the world: its server database is dropped even after an early error, and its
+/// captured output kept as evidence when a promise broke.
+async fn in_world(
+    args: &Args,
+    options: WorldOptions,
+    body: impl AsyncFnOnce(&mut World) -> Result<Figures, String>,
+) -> Result<(), String> {
+    let learners = options.learners;
+    let mut world = World::new(options).await?;
+    let outcome = match body(&mut world).await {
+        // The privacy check runs even when another promise broke.
+        Ok(figures) => report(&figures, learners).and(privacy(args, &mut world).await),
+        Err(e) => Err(e),
+    };
+    world.finish(outcome.is_err()).await;
+    outcome
+}
+
+/// Adds `ms` of latency to every step call.
+fn add_latency(world: &World, ms: u64) {
+    for path in STEP_PATHS {
+        world.fake.set_fault(path, Some(latency(ms)));
+    }
+}
+
 // ----- kill -----
 
 async fn kill(args: &Args, backend: Backend) -> Result<(), String> {
     let learners = args.scale.kill_learners();
-    let mut world = World::new(WorldOptions {
-        name: "kill",
-        backend,
-        learners,
-        extra_yaml: String::new(),
-        driver_url: None,
-    })
-    .await?;
-    let outcome: Result<(), String> = async {
-        for path in STEP_PATHS {
-            world.fake.set_fault(path, Some(latency(5)));
-        }
-        let mut random = SplitMix64::new(args.seed);
-        let (mut kills, mut runs) = (0, 0);
-        let started = Instant::now();
-        let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
-        loop {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the queue was not empty after {} s",
-                    started.elapsed().as_secs()
-                ));
-            }
-            let (mut child, _) =
-                world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?;
-            runs += 1;
-            let killed_before = kills;
-            if kills < args.scale.kills() {
-                // A seeded moment 10–160 ms into the run: start-up, claims, steps and writes alike.
-                let wait = Duration::from_millis(10 + random.next_u64() % 150);
-                tokio::time::sleep(wait).await;
-                if child.try_wait().map_err(|e| e.to_string())?.is_none() {
-                    child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
-                    kills += 1;
+    in_world(
+        args,
+        WorldOptions {
+            name: "kill",
+            backend,
+            learners,
+            extra_yaml: String::new(),
+            driver_url: None,
+        },
+        async |world: &mut World| {
+            add_latency(world, 5);
+            let mut random = SplitMix64::new(args.seed);
+            let (mut kills, mut runs) = (0, 0);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
+            loop {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the queue was not empty after {} s",
+                        started.elapsed().as_secs()
+                    ));
+                }
+                let (mut child, _) =
+                    world.spawn(&args.binary, &["run", "--concurrency", "32", "--json"])?;
+                runs += 1;
+                let killed_before = kills;
+                if kills < args.scale.kills() {
+                    // A seeded moment 10–160 ms into the run: start-up, claims, steps and writes alike.
+                    let wait = Duration::from_millis(10 + random.next_u64() % 150);
+                    tokio::time::sleep(wait).await;
+                    if child.try_wait().map_err(|e| e.to_string())?.is_none() {
+                        child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
+                        kills += 1;
+                    }
+                }
+                let (status, killed) = (
+                    child.wait().map_err(|e| e.to_string())?,
+                    kills > killed_before,
+                );
+                if !killed && !status.success() {
+                    return Err(format!(
+                        "`retire run` {runs} exited {status} without being killed"
+                    ));
+                }
+                if world.unfinished().await? == 0 {
+                    break;
+                }
+                if kills >= args.scale.kills() {
+                    // Learners a killed run held come back when their 10 s leases run out.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            let (status, killed) = (
-                child.wait().map_err(|e| e.to_string())?,
-                kills > killed_before,
+            println!(
+                "   {kills} SIGKILLs over {runs} `retire run` processes; queue empty after {:.1} s",
+                started.elapsed().as_secs_f64()
             );
-            if !killed && !status.success() {
-                return Err(format!(
-                    "`retire run` {runs} exited {status} without being killed"
+            let mut figures = check_learners(world, Ending::AllComplete, &[]).await;
+            if kills < args.scale.kills() {
+                figures.violate(format!(
+                    "only {kills} kills landed (the queue emptied first)"
                 ));
             }
-            if world.unfinished().await? == 0 {
-                break;
-            }
-            if kills >= args.scale.kills() {
-                // Learners a killed run held come back when their 10 s leases run out.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-        println!(
-            "   {kills} SIGKILLs over {runs} `retire run` processes; queue empty after {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        let figures = check_learners(&world, Ending::AllComplete, &[]).await;
-        let mut result = report(&figures, learners);
-        if kills < args.scale.kills() {
-            result = Err(format!(
-                "only {kills} kills landed (the queue emptied first)"
-            ));
-        }
-        let privacy = privacy(args, &mut world).await;
-        result.and(privacy)
-    }
-    .await;
-    // Also after an early error: the server database is dropped, the evidence kept.
-    world.finish(outcome.is_err()).await;
-    outcome
+            Ok(figures)
+        },
+    )
+    .await
 }
 
 // ----- faults -----
@@ -347,7 +368,9 @@ const FAILURE_BODY: &str = "chaos: upstream failure";
 async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
     let learners = args.scale.fault_learners();
     let (budget, timeout) = (1.0, 1.0);
-    let mut world = World::new(WorldOptions {
+    in_world(
+        args,
+        WorldOptions {
         name: "faults",
         backend,
         learners,
@@ -357,9 +380,8 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
              gateway_timeout_wait_seconds: 0.1\n  gateway_timeout_retries: 1\n"
         ),
         driver_url: None,
-    })
-    .await?;
-    let outcome: Result<(), String> = async {
+        },
+        async |world: &mut World| {
     for path in STEP_PATHS {
         world.fake.set_fault_mix(
             path,
@@ -399,7 +421,7 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
         answered(&|s| s == 500),
         answered(&|s| s == 0)
     );
-    let mut figures = check_learners(&world, Ending::CompleteOrErrored, &[FAILURE_BODY]).await;
+    let mut figures = check_learners(world, Ending::CompleteOrErrored, &[FAILURE_BODY]).await;
     // Each stage: its last attempt starts within the budget of its first and lasts at most
     // one timeout; store writes and scheduling get a second of slack per learner.
     let per_learner = 6.0 * (budget + timeout) + 1.0;
@@ -428,32 +450,26 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
             figures.errored
         ));
     }
-    let result = report(&figures, learners);
-    let privacy = privacy(args, &mut world).await;
-    result.and(privacy)
-    }
-    .await;
-    // Also after an early error: the server database is dropped, the evidence kept.
-    world.finish(outcome.is_err()).await;
-    outcome
+    Ok(figures)
+    })
+    .await
 }
 
 // ----- workers -----
 
 async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
     let learners = args.scale.worker_learners();
-    let mut world = World::new(WorldOptions {
+    in_world(
+        args,
+        WorldOptions {
         name: "workers",
         backend,
         learners,
         extra_yaml: String::new(),
         driver_url: None,
-    })
-    .await?;
-    let outcome: Result<(), String> = async {
-        for path in STEP_PATHS {
-            world.fake.set_fault(path, Some(latency(5)));
-        }
+        },
+        async |world: &mut World| {
+        add_latency(world, 5);
         let started = Instant::now();
         let mut children = Vec::new();
         for _ in 0..4 {
@@ -485,7 +501,7 @@ async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
             started.elapsed().as_secs_f64(),
             claimed.saturating_sub(learners as u64)
         );
-        let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
+        let mut figures = check_learners(world, Ending::AllComplete, &[]).await;
         if claimed != learners as u64 {
             figures.violate(format!("{claimed} claims for {learners} learners"));
         }
@@ -495,14 +511,9 @@ async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
                 figures.repeated_calls
             ));
         }
-        let result = report(&figures, learners);
-        let privacy = privacy(args, &mut world).await;
-        result.and(privacy)
-    }
-    .await;
-    // Also after an early error: the server database is dropped, the evidence kept.
-    world.finish(outcome.is_err()).await;
-    outcome
+        Ok(figures)
+    })
+    .await
 }
 
 // ----- db -----
@@ -517,7 +528,9 @@ async fn db(args: &Args, backend: Backend) -> Result<(), String> {
         .await
         .map_err(|e| format!("proxy: {e}"))?;
     let proxy_address = proxy.address();
-    let mut world = World::new(WorldOptions {
+    in_world(
+        args,
+        WorldOptions {
         name: "db",
         backend: backend.clone(),
         learners,
@@ -525,12 +538,9 @@ async fn db(args: &Args, backend: Backend) -> Result<(), String> {
         driver_url: Some(Box::new(move |url: &str| {
             url.replacen(&upstream_host(url), &proxy_address, 1)
         })),
-    })
-    .await?;
-    let outcome: Result<(), String> = async {
-        for path in STEP_PATHS {
-            world.fake.set_fault(path, Some(latency(5)));
-        }
+        },
+        async |world: &mut World| {
+        add_latency(world, 5);
         proxy.start_cutting(Duration::from_millis(100), Duration::from_millis(600));
         let started = Instant::now();
         let mut runs = 0;
@@ -555,18 +565,13 @@ async fn db(args: &Args, backend: Backend) -> Result<(), String> {
             proxy.connections(),
             started.elapsed().as_secs_f64()
         );
-        let mut figures = check_learners(&world, Ending::AllComplete, &[]).await;
+        let mut figures = check_learners(world, Ending::AllComplete, &[]).await;
         if cuts == 0 {
             figures.violate("the proxy never cut a connection".into());
         }
-        let result = report(&figures, learners);
-        let privacy = privacy(args, &mut world).await;
-        result.and(privacy)
-    }
-    .await;
-    // Also after an early error: the server database is dropped, the evidence kept.
-    world.finish(outcome.is_err()).await;
-    outcome
+        Ok(figures)
+    })
+    .await
 }
 
 /// `postgres://user@host:port/db` → `host:port`.
