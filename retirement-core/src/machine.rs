@@ -100,6 +100,15 @@ pub enum Input {
         /// The client's description (no PII).
         message: String,
     },
+    /// An in-process stage (no HTTP, e.g. a scrub in a database) failed and says itself
+    /// whether trying again may help: transient failures are retried within the stage's
+    /// budget like a 5xx, permanent ones set ERRORED at once.
+    StepFailed {
+        /// Whether a later attempt may succeed (a dropped connection, a lock timeout).
+        transient: bool,
+        /// What went wrong (no PII).
+        message: String,
+    },
     /// The runtime's lease on this learner expired or was taken: stop, write nothing more.
     LeaseExpired,
     /// Time passed; a scheduled retry may be due. Spurious ticks are harmless.
@@ -113,6 +122,7 @@ impl Input {
             Input::StateWriteFailed { .. } => "state_write_failed",
             Input::Response { .. } => "response",
             Input::TransportError { .. } => "transport_error",
+            Input::StepFailed { .. } => "step_failed",
             Input::LeaseExpired => "lease_expired",
             Input::Tick => "tick",
         }
@@ -526,6 +536,42 @@ impl<R: RandomSource> Machine<R> {
                         let text = format!(
                             "{} error for {} {} ({}):\n{}",
                             transport_kind_label(kind),
+                            stage_def.service,
+                            stage_def.operation,
+                            attempts_label(&attempts),
+                            message
+                        );
+                        let state = self.stage_working(stage);
+                        self.fail(state, text);
+                    }
+                }
+                Ok(())
+            }
+            (
+                Step::Calling {
+                    stage,
+                    mut attempts,
+                },
+                Input::StepFailed { transient, message },
+            ) => {
+                let next = if transient {
+                    self.options.retry.next_attempt_at(
+                        Verdict::Backoff,
+                        &mut attempts,
+                        None,
+                        now,
+                        &mut self.random,
+                    )
+                } else {
+                    None
+                };
+                match next {
+                    Some(until) => self.wait(stage, attempts, until),
+                    None => {
+                        let stage_def = &self.pipeline.stages()[stage];
+                        let text = format!(
+                            "{} failure in {} {} ({}):\n{}",
+                            if transient { "Transient" } else { "Permanent" },
                             stage_def.service,
                             stage_def.operation,
                             attempts_label(&attempts),

@@ -115,6 +115,36 @@ struct Shared {
     overlaps: Vec<String>,
     faults: HashMap<String, Vec<Fault>>,
     learners: HashMap<String, String>,
+    pauses: HashMap<String, Arc<PauseGate>>,
+}
+
+/// A held path: each answer waits, computed, until the test releases it.
+struct PauseGate {
+    arrived: tokio::sync::Notify,
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+/// Holds the answers of one path of a [`FakeEdx`] after they were computed and before they
+/// are sent: a request "in flight" for as long as a test needs, to order events exactly.
+/// Dropping it releases the path.
+pub struct Pause {
+    state: Arc<FakeState>,
+    path: String,
+    gate: Arc<PauseGate>,
+}
+
+impl Pause {
+    /// Waits until an answer on the path was computed and is being held.
+    pub async fn arrived(&self) {
+        self.gate.arrived.notified().await;
+    }
+}
+
+impl Drop for Pause {
+    fn drop(&mut self) {
+        self.state.lock().pauses.remove(&self.path);
+        let _ = self.gate.released.send(true);
+    }
 }
 
 /// The fake LMS's clock: the real time unless a test set one. Cloning shares it.
@@ -196,6 +226,10 @@ impl FakeEdx {
             )
             .route(&format!("{accounts}/cancel_retirement/"), post(lms_cancel))
             .fallback(step)
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                around_answers,
+            ))
             .with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -254,6 +288,21 @@ impl FakeEdx {
         }
     }
 
+    /// Holds every answer on `path` (computed, not yet sent) until the returned [`Pause`] is
+    /// dropped.
+    pub fn pause(&self, path: &str) -> Pause {
+        let gate = Arc::new(PauseGate {
+            arrived: tokio::sync::Notify::new(),
+            released: tokio::sync::watch::channel(false).0,
+        });
+        self.lock().pauses.insert(path.to_owned(), gate.clone());
+        Pause {
+            state: self.state.clone(),
+            path: path.to_owned(),
+            gate,
+        }
+    }
+
     /// Records a learner's current state for the step endpoints' guard.
     pub fn set_learner_state(&self, original_username: &str, state: &str) {
         self.lock()
@@ -288,6 +337,28 @@ impl FakeState {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fault this call of `path` meets, if any: one seeded draw picks at most one.
+    fn pick_fault(&self, path: &str) -> Option<Fault> {
+        let faults = self.lock().faults.get(path).cloned().unwrap_or_default();
+        if faults.iter().all(|f| f.rate <= 0.0) {
+            return faults.into_iter().next();
+        }
+        let draw = self
+            .random
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_u64() as f64
+            / u64::MAX as f64;
+        let mut band = 0.0;
+        faults.into_iter().find(|f| {
+            if f.rate <= 0.0 {
+                return true;
+            }
+            band += f.rate;
+            draw < band
+        })
     }
 }
 
@@ -367,6 +438,85 @@ impl Drop for InFlight {
             }
         }
     }
+}
+
+/// The LMS status API's faults and pauses, around its handlers (the step endpoints apply
+/// their own faults, before the state guard's answer):
+/// - `status`: answered instead of the handler (nothing written);
+/// - `latency`: waited before answering (after the handler ran);
+/// - `reset`: the handler ran (a write committed), then the answer breaks off: a lost
+///   acknowledgement;
+/// - `hang`: the handler ran, then no answer ever comes.
+///
+/// Then, while the path is paused ([`FakeEdx::pause`]), the computed answer is held.
+async fn around_answers(
+    State(state): State<Arc<FakeState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let fault = if is_status_api(&path) {
+        state.pick_fault(&path)
+    } else {
+        None
+    };
+    let response = match &fault {
+        Some(Fault {
+            status: Some(status),
+            body,
+            ..
+        }) => bare(*status, body.clone().unwrap_or_default()),
+        _ => next.run(request).await,
+    };
+    if let Some(fault) = &fault {
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
+        }
+        if fault.hang {
+            std::future::pending::<()>().await;
+        }
+        if fault.reset {
+            return broken_answer();
+        }
+    }
+    let gate = state.lock().pauses.get(&path).cloned();
+    if let Some(gate) = gate {
+        let mut released = gate.released.subscribe();
+        gate.arrived.notify_one();
+        let _ = released.wait_for(|r| *r).await;
+    }
+    response
+}
+
+/// Whether `path` belongs to the LMS retirement status API (served from `lms_store`).
+fn is_status_api(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix("/api/user/v1/accounts/") else {
+        return false;
+    };
+    matches!(
+        rest,
+        "retirement_queue/"
+            | "retirements_by_status_and_date/"
+            | "update_retirement_status/"
+            | "retirement_cleanup/"
+            | "cancel_retirement/"
+    ) || rest.ends_with("/retirement_status/")
+}
+
+/// Headers, the start of a body, then a broken connection.
+fn broken_answer() -> Response {
+    let broken = futures_util::stream::iter([
+        Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"partial\"")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset by fake",
+        )),
+    ]);
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(broken))
+        .unwrap_or_default()
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -498,26 +648,7 @@ async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response
         }
     }
 
-    let faults = state.lock().faults.get(&path).cloned().unwrap_or_default();
-    let fault = if faults.iter().all(|f| f.rate <= 0.0) {
-        faults.into_iter().next()
-    } else {
-        let draw = state
-            .random
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .next_u64() as f64
-            / u64::MAX as f64;
-        let mut band = 0.0;
-        faults.into_iter().find(|f| {
-            if f.rate <= 0.0 {
-                return true;
-            }
-            band += f.rate;
-            draw < band
-        })
-    };
-    if let Some(fault) = fault {
+    if let Some(fault) = state.pick_fault(&path) {
         if !fault.latency.is_zero() {
             tokio::time::sleep(fault.latency).await;
         }
@@ -528,18 +659,7 @@ async fn step(State(state): State<Arc<FakeState>>, request: Request) -> Response
         }
         if fault.reset {
             state.lock().calls.push(record);
-            let broken = futures_util::stream::iter([
-                Ok::<Bytes, std::io::Error>(Bytes::from_static(b"{\"partial\"")),
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "reset by fake",
-                )),
-            ]);
-            return Response::builder()
-                .status(200)
-                .header("content-type", "application/json")
-                .body(Body::from_stream(broken))
-                .unwrap_or_default();
+            return broken_answer();
         }
         if let Some(status) = fault.status {
             let body = fault

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use retirement_core::{
     Action, Actor, DriverOptions, ExitStatus, Input, Machine, OnWorkingState, Outcome, Pipeline,
-    Retirement, RetirementId, SplitMix64, Stage, TransportErrorKind,
+    Retirement, RetirementId, SplitMix64, Stage,
 };
 use retirement_store::{
     ClaimRequest, Claimed, DieselStore, Lease, QueueQuery, RetirementStore, StoreError,
@@ -109,10 +109,9 @@ impl StepCaller for Steps {
     async fn call(&self, stage: &Stage, learner: &Retirement, now: DateTime<Utc>) -> Input {
         if stage.service == ASSIGNMENTS_SERVICE {
             let Some(store) = &self.assignments else {
-                return Input::Response {
-                    status: 501,
-                    body: "no assignments store is configured".into(),
-                    retry_after: None,
+                return Input::StepFailed {
+                    transient: false,
+                    message: "no assignments store is configured".into(),
                 };
             };
             let mut seed = SplitMix64::new(self.next_nonce());
@@ -132,14 +131,10 @@ impl StepCaller for Steps {
                         .to_string(),
                     retry_after: None,
                 },
-                Err(e) if e.is_transient() => Input::TransportError {
-                    kind: TransportErrorKind::Other,
+                // The store says itself whether trying again may help; no made-up status.
+                Err(e) => Input::StepFailed {
+                    transient: e.is_transient(),
                     message: format!("assignment store: {e}"),
-                },
-                Err(e) => Input::Response {
-                    status: 500,
-                    body: format!("assignment store: {e}"),
-                    retry_after: None,
                 },
             };
         }

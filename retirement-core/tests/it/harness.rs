@@ -248,6 +248,9 @@ pub(crate) fn describe_input(input: &Input) -> String {
         Input::TransportError { kind, message } => {
             format!("TransportError {kind:?} {message:?}")
         }
+        Input::StepFailed { transient, message } => {
+            format!("StepFailed transient={transient} {message:?}")
+        }
         Input::LeaseExpired => "LeaseExpired".into(),
         Input::Tick => "Tick".into(),
     }

@@ -198,6 +198,36 @@ fn transport_errors_and_retry_after() {
     insta::assert_snapshot!(sim.trace_text());
 }
 
+/// In-process stages (issue 13): a transient failure is retried like a 5xx and then succeeds;
+/// a permanent one sets ERRORED after one attempt, with no made-up HTTP status.
+#[test]
+fn in_process_stages_report_transient_and_permanent_failures() {
+    let mut sim = Sim::six_stage();
+    let outcome = run_once(&mut sim, &mut |stage, attempt| match (stage, attempt) {
+        (0, 1 | 2) => Input::StepFailed {
+            transient: true,
+            message: "database is locked".into(),
+        },
+        _ => ok(),
+    });
+    assert_eq!(outcome, Outcome::Completed);
+    assert_eq!(sim.calls.iter().filter(|c| c.stage == 0).count(), 3);
+
+    let mut sim = Sim::six_stage();
+    let outcome = run_once(&mut sim, &mut |stage, _| match stage {
+        1 => Input::StepFailed {
+            transient: false,
+            message: "no such table: assignments".into(),
+        },
+        _ => ok(),
+    });
+    let Outcome::Errored { message, .. } = outcome else {
+        panic!("expected ERRORED, got {outcome:?}");
+    };
+    assert_eq!(sim.calls.iter().filter(|c| c.stage == 1).count(), 1);
+    insta::assert_snapshot!(message);
+}
+
 /// Drives a machine by hand to check the lease fence: nothing is written after the lease is gone.
 #[test]
 fn lease_loss_stops_the_machine_without_further_writes() {

@@ -295,3 +295,117 @@ async fn a_refused_move_of_a_learner_another_worker_moved_is_a_lost_lease() {
         "nothing written over"
     );
 }
+
+const QUEUE_PATH: &str = "/api/user/v1/accounts/retirement_queue/";
+const UPDATE_PATH: &str = "/api/user/v1/accounts/update_retirement_status/";
+
+/// Moves a claimed learner through every stage but the last write (to COMPLETE).
+async fn drive_to_last_stage(s: &Setup, lms: &LmsStore, lease: &retirement_store::Lease) {
+    for stage in s.pipeline.stages() {
+        for state in [&stage.working_state, &stage.complete_state] {
+            lms.advance(
+                lease.retirement_id,
+                Some(lease),
+                state,
+                "ok",
+                Actor::Driver,
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_older_than_this_process_s_last_write_never_claims_the_learner() {
+    let s = setup(1).await;
+    let lms = std::sync::Arc::new(LmsStore::new(s.world.clients.clone()).unwrap());
+    let request = ClaimRequest::for_pipeline(&s.pipeline, "w1", 8, TimeDelta::minutes(5), 7);
+    let claimed = lms.claim(&request, Utc::now()).await.unwrap();
+    let lease = claimed[0].lease.clone();
+    drive_to_last_stage(&s, &lms, &lease).await;
+
+    // A listing is computed by the LMS (the learner in its last completion state) and is
+    // still on its way when the learner's COMPLETE write lands and its hold ends.
+    let pause = s.world.fake.pause(QUEUE_PATH);
+    let listing = {
+        let (lms, request) = (lms.clone(), request.clone());
+        tokio::spawn(async move { lms.claim(&request, Utc::now()).await })
+    };
+    pause.arrived().await;
+    lms.advance(
+        lease.retirement_id,
+        Some(&lease),
+        "COMPLETE",
+        "done",
+        Actor::Driver,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    drop(pause);
+    let stale = listing.await.unwrap().unwrap();
+    assert!(
+        stale.is_empty(),
+        "a COMPLETE learner was claimed again from a listing older than its last write: {:?}",
+        stale
+            .iter()
+            .map(|c| c.retirement.current_state())
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_acknowledgement_was_lost_is_not_a_lost_lease() {
+    use retirement_http::fake::Fault;
+    let s = setup(1).await;
+    let request = ClaimRequest::for_pipeline(&s.pipeline, "w1", 8, TimeDelta::minutes(5), 7);
+    let claimed = s.lms.claim(&request, Utc::now()).await.unwrap();
+    let lease = claimed[0].lease.clone();
+    let working = &s.pipeline.stages()[0].working_state;
+    // The LMS commits the move, then the answer breaks off.
+    s.world.fake.set_fault(
+        UPDATE_PATH,
+        Some(Fault {
+            reset: true,
+            ..Fault::default()
+        }),
+    );
+    let lost = s
+        .lms
+        .advance(
+            lease.retirement_id,
+            Some(&lease),
+            working,
+            "Starting",
+            Actor::Driver,
+            Utc::now(),
+        )
+        .await;
+    assert!(
+        lost.as_ref().is_err_and(StoreError::is_transient),
+        "{lost:?}"
+    );
+    s.world.fake.set_fault(UPDATE_PATH, None);
+    // The retry is refused by the LMS (the move is already there): the write stands.
+    let retried = s
+        .lms
+        .advance(
+            lease.retirement_id,
+            Some(&lease),
+            working,
+            "Starting",
+            Actor::Driver,
+            Utc::now(),
+        )
+        .await;
+    assert!(retried.is_ok(), "{retried:?}");
+    // And the learner is still this process's: no listing hands it out again.
+    let again = s
+        .lms
+        .claim(&request, Utc::now() + TimeDelta::minutes(10))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "claimed twice");
+}
