@@ -7,11 +7,23 @@
 //!   claimed);
 //! - no leases: a claim lists the queue; a learner in a working state is claimable once its
 //!   `modified` time is older than the lease length (the worker that moved it there is presumed
-//!   gone). Within one process, a learner claimed and not yet released or ended is never
-//!   claimed again (the LMS would list it again between two stages: found by `chaos kill`). The real fence is the LMS's own forward-only rule: two workers cannot both move a
-//!   learner into `RETIRING_X`. Heartbeats and releases change nothing on the LMS, so a step that
-//!   outlives the lease length may be claimed again: set the lease above the request timeout
-//!   times the retry budget;
+//!   gone). Within one process, claims are exact:
+//!   - a learner claimed and not yet released or ended is never claimed again (the LMS lists it
+//!     again between two stages: found by `chaos kill`);
+//!   - a listing is never older than what this process last wrote: a learner written while the
+//!     listing was on its way (or with a write still in flight) is left out of it, because the
+//!     listing may show it in a state it has already left (issue 13: a learner completed while
+//!     the listing travelled was driven again from its old state);
+//!   - a write refused because the learner is already in the state written (this process's
+//!     earlier attempt landed, its answer was lost) stands as written.
+//!
+//!   Between processes the fence is the LMS's own forward-only rule: two workers cannot both
+//!   move a learner into `RETIRING_X`. Heartbeats and releases change nothing on the LMS, so a
+//!   step that outlives the lease length may be claimed again by another process: set the
+//!   lease above the request timeout times the retry budget;
+//! - listings are paged: a claim asks for as many learners as it wants plus the ones this
+//!   process holds (they are listed too), and asks for more only when a full page held too few
+//!   claimable ones, so its cost follows the free slots, not the queue's length;
 //! - no audit fields: an operator's name and reason go into the `response` text of a forced move;
 //! - `bulk_move` and `cleanup` are not one transaction: bulk moves stop at the first refusal
 //!   (earlier learners stay moved), and rewinds go to `last_state` as upstream's script does.
@@ -38,10 +50,75 @@ const ACCOUNTS: &str = "api/user/v1/accounts";
 pub struct LmsStore {
     clients: Arc<ServiceClients>,
     lms: String,
-    usernames: Mutex<HashMap<i64, String>>,
-    /// Learners claimed through this store and not yet released or moved to an end state:
-    /// the in-process leases.
-    held: Mutex<HashMap<i64, Held>>,
+    local: Mutex<Local>,
+}
+
+/// What this process knows that the LMS does not tell: usernames by id, its in-process leases,
+/// and when it last wrote each learner (to tell a listing older than its own writes).
+#[derive(Default)]
+struct Local {
+    usernames: HashMap<i64, String>,
+    /// Learners claimed through this store and not yet released or moved to an end state.
+    held: HashMap<i64, Held>,
+    /// A counter that orders writes and listings in this process.
+    clock: u64,
+    /// Each learner's latest write start or end, on `clock`, while a listing may predate it.
+    written: HashMap<i64, u64>,
+    /// Learners with a write on its way (a count: an operator's move may overlap the driver's).
+    writing: HashMap<i64, u32>,
+    /// The `clock` value at the start of each listing still on its way.
+    listings: std::collections::BTreeMap<u64, u32>,
+    /// The state of each learner's last move whose answer never came (it may have landed).
+    unanswered: HashMap<i64, String>,
+}
+
+impl Local {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn write_started(&mut self, id: i64) {
+        let at = self.tick();
+        self.written.insert(id, at);
+        *self.writing.entry(id).or_default() += 1;
+    }
+
+    fn write_ended(&mut self, id: i64) {
+        let at = self.tick();
+        self.written.insert(id, at);
+        if let Some(n) = self.writing.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.writing.remove(&id);
+            }
+        }
+    }
+
+    fn listing_started(&mut self) -> u64 {
+        let at = self.tick();
+        *self.listings.entry(at).or_default() += 1;
+        at
+    }
+
+    /// Whether a listing that started at `started` may show `id` in a state it has left.
+    fn stale_in(&self, id: i64, started: u64) -> bool {
+        self.writing.contains_key(&id) || self.written.get(&id).is_some_and(|&at| at > started)
+    }
+
+    /// Ends a listing and forgets writes that no listing still on its way can predate.
+    fn listing_ended(&mut self, started: u64) {
+        if let Some(n) = self.listings.get_mut(&started) {
+            *n -= 1;
+            if *n == 0 {
+                self.listings.remove(&started);
+            }
+        }
+        match self.listings.keys().next().copied() {
+            Some(oldest) => self.written.retain(|_, at| *at > oldest),
+            None => self.written.clear(),
+        }
+    }
 }
 
 impl std::fmt::Debug for LmsStore {
@@ -51,17 +128,46 @@ impl std::fmt::Debug for LmsStore {
 }
 
 impl LmsStore {
-    /// Whether a held learner is no longer in the state this process last saw it in.
-    async fn moved_on(&self, id: RetirementId, username: &str) -> bool {
-        let seen = self.held_ids().get(&id.0).map(|h| h.state.clone());
-        match (seen, self.find_by_username(username).await) {
-            (Some(seen), Ok(now)) => now.current_state() != seen,
-            _ => false,
-        }
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    fn held_ids(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Held>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+/// Marks a write to one learner as on its way until dropped (however the request ends).
+struct Writing<'a> {
+    store: &'a LmsStore,
+    id: i64,
+}
+
+impl<'a> Writing<'a> {
+    fn start(store: &'a LmsStore, id: RetirementId) -> Writing<'a> {
+        store.local().write_started(id.0);
+        Writing { store, id: id.0 }
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.store.local().write_ended(self.id);
+    }
+}
+
+/// A listing on its way until dropped.
+struct Listing<'a> {
+    store: &'a LmsStore,
+    started: u64,
+}
+
+impl<'a> Listing<'a> {
+    fn start(store: &'a LmsStore) -> Listing<'a> {
+        let started = store.local().listing_started();
+        Listing { store, started }
+    }
+}
+
+impl Drop for Listing<'_> {
+    fn drop(&mut self) {
+        self.store.local().listing_ended(self.started);
     }
 }
 
@@ -103,22 +209,22 @@ impl LmsStore {
         Ok(LmsStore {
             clients,
             lms,
-            usernames: Mutex::new(HashMap::new()),
-            held: Mutex::new(HashMap::new()),
+            local: Mutex::new(Local::default()),
         })
     }
 
     fn remember(&self, list: &[Retirement]) {
-        let mut map = self.usernames.lock().unwrap_or_else(|p| p.into_inner());
+        let mut local = self.local();
         for r in list {
-            map.insert(r.id().0, r.original().username.clone());
+            local
+                .usernames
+                .insert(r.id().0, r.original().username.clone());
         }
     }
 
     fn username_of(&self, id: RetirementId) -> Result<String> {
-        self.usernames
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.local()
+            .usernames
             .get(&id.0)
             .cloned()
             .ok_or_else(|| StoreError::NotFound {
@@ -217,6 +323,66 @@ impl LmsStore {
         }
     }
 
+    /// `retirement_queue` as the LMS answers it (an older LMS ignores `limit`).
+    async fn list_queue(&self, query: &QueueQuery) -> Result<Vec<Retirement>> {
+        let mut params: Vec<(&str, String)> =
+            vec![("cool_off_days", query.cool_off_days.to_string())];
+        params.extend(query.states.iter().map(|s| ("states", s.clone())));
+        if let Some(limit) = query.limit {
+            params.push(("limit", limit.to_string()));
+        }
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                &format!("{ACCOUNTS}/retirement_queue/"),
+                &params,
+                None,
+            )
+            .await?;
+        if status != 200 {
+            return Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            });
+        }
+        self.parse_list(&body)
+    }
+
+    /// Why a move of a held learner was refused: already in `new_state` after this process's
+    /// own earlier attempt whose answer was lost (it landed: `Ok`), moved on by someone else (a
+    /// lost lease), or the refusal itself.
+    async fn explain_refusal(
+        &self,
+        id: RetirementId,
+        username: &str,
+        new_state: &str,
+        lease: &Lease,
+        refusal: StoreError,
+    ) -> Result<()> {
+        let (seen, unanswered) = {
+            let mut local = self.local();
+            let seen = local.held.get(&id.0).map(|h| h.state.clone());
+            (seen, local.unanswered.remove(&id.0))
+        };
+        let Ok(now) = self.find_by_username(username).await else {
+            return Err(refusal);
+        };
+        if now.current_state() == new_state && unanswered.as_deref() == Some(new_state) {
+            return Ok(());
+        }
+        if seen.is_some_and(|seen| seen != now.current_state()) {
+            // The LMS's forward-only rule is the fence between workers: the learner is no
+            // longer where this process left it, so another worker moved it. That is a lost
+            // lease, not a failure to record as ERRORED over the other worker's progress.
+            self.local().held.remove(&id.0);
+            return Err(StoreError::LeaseLost {
+                retirement_id: id,
+                attempt: lease.attempt,
+            });
+        }
+        Err(refusal)
+    }
+
     fn window_query(window: &StateWindow) -> Vec<(&'static str, String)> {
         vec![
             ("start_date", window.start.format("%Y-%m-%d").to_string()),
@@ -299,27 +465,7 @@ impl RetirementStore for LmsStore {
     }
 
     async fn queue(&self, query: &QueueQuery, _now: DateTime<Utc>) -> Result<Vec<Retirement>> {
-        let mut params: Vec<(&str, String)> =
-            vec![("cool_off_days", query.cool_off_days.to_string())];
-        params.extend(query.states.iter().map(|s| ("states", s.clone())));
-        if let Some(limit) = query.limit {
-            params.push(("limit", limit.to_string()));
-        }
-        let (status, body) = self
-            .request(
-                reqwest::Method::GET,
-                &format!("{ACCOUNTS}/retirement_queue/"),
-                &params,
-                None,
-            )
-            .await?;
-        if status != 200 {
-            return Err(StoreError::Lms {
-                status,
-                message: message_of(&body),
-            });
-        }
-        let mut list = self.parse_list(&body)?;
+        let mut list = self.list_queue(query).await?;
         // Older LMS versions ignore `limit`: truncate here too, as tubular does.
         if let Some(limit) = query.limit {
             list.truncate(limit.max(0) as usize);
@@ -359,32 +505,36 @@ impl RetirementStore for LmsStore {
         now: DateTime<Utc>,
     ) -> Result<LogEntry> {
         let username = self.username_of(id)?;
-        match self
-            .patch_state(&username, new_state, response, false)
-            .await
-        {
-            Ok(()) => {}
-            // The LMS's forward-only rule is the fence between workers: when it refuses a
-            // claimed learner's move because the learner is no longer where this process left
-            // it, another worker moved it. That is a lost lease, not a failure to record as
-            // ERRORED over the other worker's progress.
-            Err(StoreError::Lms { status: 400, .. })
-                if lease.is_some() && self.moved_on(id, &username).await =>
-            {
-                self.held_ids().remove(&id.0);
-                return Err(StoreError::LeaseLost {
-                    retirement_id: id,
-                    attempt: lease.map_or(0, |l| l.attempt),
-                });
+        let written = {
+            let _writing = Writing::start(self, id);
+            self.patch_state(&username, new_state, response, false)
+                .await
+        };
+        match &written {
+            Ok(()) => {
+                self.local().unanswered.remove(&id.0);
             }
-            Err(e) => return Err(e),
+            Err(StoreError::Connection(_)) => {
+                self.local().unanswered.insert(id.0, new_state.to_owned());
+            }
+            Err(_) => {}
         }
+        match (written, lease) {
+            (Ok(()), _) => {}
+            (Err(refusal @ StoreError::Lms { status: 400, .. }), Some(lease)) => {
+                self.explain_refusal(id, &username, new_state, lease, refusal)
+                    .await?;
+            }
+            (Err(e), _) => return Err(e),
+        }
+        let mut local = self.local();
         if retirement_core::END_STATES.contains(&new_state) {
             // An end state ends the claim: the runner does not release it.
-            self.held_ids().remove(&id.0);
-        } else if let Some(held) = self.held_ids().get_mut(&id.0) {
+            local.held.remove(&id.0);
+        } else if let Some(held) = local.held.get_mut(&id.0) {
             held.state = new_state.to_owned();
         }
+        drop(local);
         Ok(LogEntry {
             at: now,
             from: None,
@@ -412,7 +562,10 @@ impl RetirementStore for LmsStore {
             "Forced by operator {} to {to}: {}",
             why.operator, why.reason
         );
-        self.patch_state(&username, to, &text, true).await?;
+        {
+            let _writing = Writing::start(self, id);
+            self.patch_state(&username, to, &text, true).await?;
+        }
         self.find_by_username(&username).await
     }
 
@@ -434,8 +587,11 @@ impl RetirementStore for LmsStore {
                 "Forced by operator {} to {to}: {}",
                 why.operator, why.reason
             );
-            self.patch_state(&learner.original().username, &to, &text, true)
-                .await?;
+            {
+                let _writing = Writing::start(self, learner.id());
+                self.patch_state(&learner.original().username, &to, &text, true)
+                    .await?;
+            }
             moved.push((
                 learner.id(),
                 LogEntry {
@@ -523,60 +679,82 @@ impl RetirementStore for LmsStore {
         }
         let mut states = request.resume_states.clone();
         states.extend(request.working_states.iter().cloned());
-        let query = QueueQuery {
-            states,
-            cool_off_days: request.cool_off_days,
-            limit: None,
-        };
-        let listed = self.queue(&query, now).await?;
+        let want = request.limit as usize;
         let expires = now + request.lease_for;
-        let mut held = self.held_ids();
-        let claimed: Vec<Claimed> = listed
-            .into_iter()
-            // Never a learner its own owner holds (the LMS lists a learner again between two
-            // stages); another owner's only once that lease ran out, as a store lease would.
-            .filter(|r| match held.get(&r.id().0) {
-                Some(h) => h.owner != request.owner && h.expires <= now,
-                None => true,
-            })
-            .filter_map(|r| {
-                let working = request
-                    .working_states
-                    .iter()
-                    .any(|s| s == r.current_state());
-                // A working learner is someone else's until its lease (emulated by `modified`)
-                // runs out.
-                if working && r.modified() + request.lease_for > now {
-                    return None;
-                }
-                Some(Claimed {
-                    lease: Lease {
-                        retirement_id: r.id(),
-                        owner: request.owner.clone(),
-                        attempt: r.modified().timestamp_micros(),
-                        expires,
-                    },
-                    resumes_working_state: working,
-                    retirement: r,
+        // The learners this process holds are listed too: a page holds them plus the wanted.
+        let mut page = {
+            let local = self.local();
+            want + local.held.len() + local.writing.len()
+        };
+        let mut claimed: Vec<Claimed> = Vec::new();
+        loop {
+            let listing = Listing::start(self);
+            let query = QueueQuery {
+                states: states.clone(),
+                cool_off_days: request.cool_off_days,
+                limit: Some(page as i64),
+            };
+            let listed = self.list_queue(&query).await?;
+            // More than asked for: an older LMS that ignores `limit` sent the whole queue.
+            let full = listed.len() == page;
+            let mut local = self.local();
+            let fresh: Vec<Claimed> = listed
+                .into_iter()
+                // Never a learner written since this listing started (it may show a state the
+                // learner has left), nor one its own owner holds (the LMS lists a learner again
+                // between two stages); another owner's only once that lease ran out.
+                .filter(|r| !local.stale_in(r.id().0, listing.started))
+                .filter(|r| match local.held.get(&r.id().0) {
+                    Some(h) => h.owner != request.owner && h.expires <= now,
+                    None => true,
                 })
-            })
-            .take(request.limit as usize)
-            .collect();
-        held.extend(claimed.iter().map(|c| {
-            (
-                c.lease.retirement_id.0,
-                Held {
-                    owner: request.owner.clone(),
-                    expires,
-                    state: c.retirement.current_state().to_owned(),
-                },
-            )
-        }));
-        Ok(claimed)
+                .filter_map(|r| {
+                    let working = request
+                        .working_states
+                        .iter()
+                        .any(|s| s == r.current_state());
+                    // A working learner is someone else's until its lease (emulated by
+                    // `modified`) runs out.
+                    if working && r.modified() + request.lease_for > now {
+                        return None;
+                    }
+                    Some(Claimed {
+                        lease: Lease {
+                            retirement_id: r.id(),
+                            owner: request.owner.clone(),
+                            attempt: r.modified().timestamp_micros(),
+                            expires,
+                        },
+                        resumes_working_state: working,
+                        retirement: r,
+                    })
+                })
+                .take(want - claimed.len())
+                .collect();
+            for c in &fresh {
+                local.held.insert(
+                    c.lease.retirement_id.0,
+                    Held {
+                        owner: request.owner.clone(),
+                        expires,
+                        state: c.retirement.current_state().to_owned(),
+                    },
+                );
+            }
+            drop(local);
+            drop(listing);
+            claimed.extend(fresh);
+            if claimed.len() >= want || !full {
+                return Ok(claimed);
+            }
+            // A full page with too few claimable learners (other processes' working learners,
+            // or learners written while it travelled): ask for a larger one.
+            page = page.saturating_mul(2);
+        }
     }
 
     async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
-        if let Some(held) = self.held_ids().get_mut(&lease.retirement_id.0)
+        if let Some(held) = self.local().held.get_mut(&lease.retirement_id.0)
             && held.owner == lease.owner
         {
             held.expires = until;
@@ -588,7 +766,7 @@ impl RetirementStore for LmsStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let mut held = self.held_ids();
+        let held = &mut self.local().held;
         if held
             .get(&lease.retirement_id.0)
             .is_some_and(|h| h.owner == lease.owner)

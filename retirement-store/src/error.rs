@@ -165,6 +165,8 @@ impl StoreError {
         use diesel::result::{DatabaseErrorKind, Error};
         match self {
             StoreError::Connection(_) | StoreError::Conflict { .. } => true,
+            // An LMS (or its proxy) that is overloaded or restarting.
+            StoreError::Lms { status, .. } => matches!(status, 429 | 500..=599),
             StoreError::Database(Error::DatabaseError(kind, info)) => {
                 matches!(
                     kind,
