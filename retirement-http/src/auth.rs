@@ -7,12 +7,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Mutex;
+use tokio::time::Instant;
 
 use crate::error::HttpError;
+use crate::transport::Transport;
 
 /// The OAuth2 client's id and secret. `Debug` shows the id only.
 #[derive(Clone)]
@@ -67,7 +69,10 @@ pub struct TokenSource {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Builds the token request (no network of its own).
+    builder: reqwest::Client,
+    transport: Arc<dyn Transport>,
+    timeout: Duration,
     token_url: String,
     credentials: ClientCredentials,
     refresh_margin: Duration,
@@ -97,17 +102,21 @@ pub fn token_url(lms_base: &str) -> Result<String, HttpError> {
 }
 
 impl TokenSource {
-    /// A token source for the LMS at `lms_base`. `http` should carry the token call's timeouts
-    /// (upstream: 3.05 s connect, 5 s read).
+    /// A token source for the LMS at `lms_base`, fetching through `transport` within `timeout`
+    /// (upstream: 3.05 s connect, 5 s read). `builder` only builds the request.
     pub fn new(
-        http: reqwest::Client,
+        builder: reqwest::Client,
+        transport: Arc<dyn Transport>,
         lms_base: &str,
         credentials: ClientCredentials,
         refresh_margin: Duration,
+        timeout: Duration,
     ) -> Result<TokenSource, HttpError> {
         Ok(TokenSource {
             inner: Arc::new(Inner {
-                http,
+                builder,
+                transport,
+                timeout,
                 token_url: token_url(lms_base)?,
                 credentials,
                 refresh_margin,
@@ -158,25 +167,28 @@ impl TokenSource {
             ),
             ("token_type", "jwt"),
         ];
-        let response = self
+        let request = self
             .inner
-            .http
+            .builder
             .post(&self.inner.token_url)
             .form(&form)
-            .send()
+            .timeout(self.inner.timeout)
+            .build()
+            .map_err(|e| HttpError::Token(crate::transport::describe(&e)))?;
+        let answer = self
+            .inner
+            .transport
+            .send(request)
             .await
-            .map_err(|e| HttpError::Token(crate::client::describe(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
+            .map_err(|e| HttpError::Token(e.message))?;
+        if !(200..300).contains(&answer.status) {
             return Err(HttpError::Token(format!(
                 "HTTP {} from the token endpoint for client {}",
-                status.as_u16(),
-                self.inner.credentials.client_id
+                answer.status, self.inner.credentials.client_id
             )));
         }
-        let body: TokenResponse = response
-            .json()
-            .await
+        let text = answer.body.map_err(|e| HttpError::Token(e.message))?;
+        let body: TokenResponse = serde_json::from_str(&text)
             .map_err(|e| HttpError::Token(format!("unreadable token response: {e}")))?;
         let token = body.access_token.ok_or_else(|| {
             HttpError::Token("'access_token' does not exist in the response".into())

@@ -5,7 +5,6 @@
 //! [`CallOutcome`]; `retirement-core` decides what that means (success, retry, ERRORED).
 
 use std::collections::{BTreeMap, HashMap};
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::auth::{ClientCredentials, TokenSource};
 use crate::catalog::{self, GenericService, LearnerRef};
 use crate::error::HttpError;
+use crate::transport::{Network, Transport};
 
 /// Timeouts, limits and identity of the HTTP clients. Defaults are stated per field.
 #[derive(Debug, Clone)]
@@ -116,7 +116,10 @@ enum Target {
 
 /// Every service's retirement calls.
 pub struct ServiceClients {
+    /// Builds requests; the transport sends them.
     http: reqwest::Client,
+    transport: Arc<dyn Transport>,
+    request_timeout: Duration,
     tokens: TokenSource,
     base_urls: BTreeMap<String, String>,
     generic: Vec<GenericService>,
@@ -130,46 +133,6 @@ impl std::fmt::Debug for ServiceClients {
             .field("base_urls", &self.base_urls)
             .field("tokens", &self.tokens)
             .finish()
-    }
-}
-
-/// A reqwest error's description without its URL, and the source chain that says why.
-pub(crate) fn describe(error: &reqwest::Error) -> String {
-    let mut message = error.to_string();
-    if let Some(url) = error.url() {
-        message = message.replace(&format!(" ({url})"), "");
-    }
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
-fn classify(error: &reqwest::Error) -> TransportErrorKind {
-    if error.is_timeout() {
-        TransportErrorKind::Timeout
-    } else if error.is_connect() {
-        TransportErrorKind::Connect
-    } else {
-        let text = describe(error).to_lowercase();
-        if [
-            "reset",
-            "closed",
-            "incomplete",
-            "broken pipe",
-            "unexpected eof",
-        ]
-        .iter()
-        .any(|w| text.contains(w))
-            || error.is_body()
-        {
-            TransportErrorKind::Reset
-        } else {
-            TransportErrorKind::Other
-        }
     }
 }
 
@@ -196,13 +159,55 @@ impl ServiceClients {
             .user_agent(options.user_agent.clone())
             .build()
             .map_err(|e| HttpError::Client(e.to_string()))?;
+        let transports = Transports {
+            calls: Arc::new(Network::new(http.clone())),
+            tokens: Arc::new(Network::new(token_http)),
+        };
+        ServiceClients::build(http, transports, base_urls, credentials, generic, options)
+    }
+
+    /// Clients whose requests (the token's too) go through `transport` instead of the network:
+    /// the in-process fake of a simulation.
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        base_urls: BTreeMap<String, String>,
+        credentials: ClientCredentials,
+        generic: Vec<GenericService>,
+        options: &HttpOptions,
+    ) -> Result<ServiceClients, HttpError> {
+        let http = reqwest::Client::builder()
+            .user_agent(options.user_agent.clone())
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
+        let transports = Transports {
+            calls: transport.clone(),
+            tokens: transport,
+        };
+        ServiceClients::build(http, transports, base_urls, credentials, generic, options)
+    }
+
+    fn build(
+        http: reqwest::Client,
+        transports: Transports,
+        base_urls: BTreeMap<String, String>,
+        credentials: ClientCredentials,
+        generic: Vec<GenericService>,
+        options: &HttpOptions,
+    ) -> Result<ServiceClients, HttpError> {
         let lms = base_urls
             .get("lms")
             .ok_or_else(|| HttpError::MissingBaseUrl {
                 service: "LMS".into(),
                 key: "lms".into(),
             })?;
-        let tokens = TokenSource::new(token_http, lms, credentials, options.token_refresh_margin)?;
+        let tokens = TokenSource::new(
+            http.clone(),
+            transports.tokens,
+            lms,
+            credentials,
+            options.token_refresh_margin,
+            options.token_timeout,
+        )?;
         let pacers = options
             .rate_limits
             .iter()
@@ -230,6 +235,8 @@ impl ServiceClients {
         }
         Ok(ServiceClients {
             http,
+            transport: transports.calls,
+            request_timeout: options.request_timeout,
             tokens,
             base_urls,
             generic,
@@ -243,9 +250,21 @@ impl ServiceClients {
         &self.tokens
     }
 
-    /// The reqwest client (shared connection pool), for the LMS-backed store.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// A request builder for `url` (the LMS-backed store's requests), with the request timeout.
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, url).timeout(self.request_timeout)
+    }
+
+    /// Sends a built request through the transport.
+    pub(crate) async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<crate::transport::Answer, crate::transport::Failure> {
+        let request = request.build().map_err(|e| crate::transport::Failure {
+            kind: TransportErrorKind::Other,
+            message: crate::transport::describe(&e),
+        })?;
+        self.transport.send(request).await
     }
 
     /// The configured base URL of a config key (`lms`, `ecommerce`, …).
@@ -362,7 +381,6 @@ impl ServiceClients {
             }
         };
         let mut request = self
-            .http
             .request(method.clone(), url)
             .header(reqwest::header::AUTHORIZATION, token.header_value());
         if let Some(body) = body {
@@ -370,42 +388,28 @@ impl ServiceClients {
         } else {
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(e) => {
-                return Ok((
-                    CallOutcome::Transport {
-                        kind: classify(&e),
-                        message: describe(&e),
-                    },
-                    Some(token),
-                ));
-            }
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        match response.text().await {
-            Ok(body) => Ok((
-                CallOutcome::Response {
-                    status,
-                    body,
-                    retry_after,
-                },
-                Some(token),
-            )),
+        let outcome = match self.exchange(request).await {
+            Ok(crate::transport::Answer {
+                status,
+                retry_after,
+                body: Ok(body),
+            }) => CallOutcome::Response {
+                status,
+                body,
+                retry_after,
+            },
             // Headers came but the body broke off: the server did not finish.
-            Err(e) => Ok((
-                CallOutcome::Transport {
-                    kind: TransportErrorKind::Reset,
-                    message: format!("HTTP {status}, then the body broke off: {}", describe(&e)),
-                },
-                Some(token),
-            )),
-        }
+            Ok(crate::transport::Answer { body: Err(e), .. }) | Err(e) => CallOutcome::Transport {
+                kind: e.kind,
+                message: e.message,
+            },
+        };
+        Ok((outcome, Some(token)))
     }
+}
+
+/// The transports of the calls and of the token.
+struct Transports {
+    calls: Arc<dyn Transport>,
+    tokens: Arc<dyn Transport>,
 }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,8 +21,11 @@ use retirement_core::{SplitMix64, StateTable};
 use serde::Serialize;
 
 use crate::catalog;
+use crate::clock::Clock;
 use crate::error::HttpError;
 use crate::status_json::{StatusJson, status_list};
+use crate::transport::{Answer, Failure, Transport};
+use retirement_core::TransportErrorKind;
 use retirement_store::{DieselStore, QueueQuery, RetirementStore, StateWindow, StoreError};
 
 /// What a path does instead of answering normally.
@@ -147,21 +152,39 @@ impl Drop for Pause {
     }
 }
 
-/// The fake LMS's clock: the real time unless a test set one. Cloning shares it.
+/// The fake LMS's clock: the real time unless a test set one or made it follow another clock
+/// (a simulation's). Cloning shares it.
 #[derive(Clone, Default)]
-pub struct FakeClock(Arc<Mutex<Option<DateTime<Utc>>>>);
+pub struct FakeClock(Arc<Mutex<FakeTime>>);
+
+#[derive(Default)]
+enum FakeTime {
+    #[default]
+    Real,
+    Fixed(DateTime<Utc>),
+    Follow(Arc<dyn Clock>),
+}
 
 impl FakeClock {
     /// From now on the fake LMS reads `now` (or, with `None`, the real clock again).
     pub fn set(&self, now: Option<DateTime<Utc>>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = now;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = match now {
+            Some(now) => FakeTime::Fixed(now),
+            None => FakeTime::Real,
+        };
+    }
+
+    /// From now on the fake LMS reads `clock`.
+    pub fn follow(&self, clock: Arc<dyn Clock>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = FakeTime::Follow(clock);
     }
 
     fn now(&self) -> DateTime<Utc> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or_else(Utc::now)
+        match &*self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            FakeTime::Real => Utc::now(),
+            FakeTime::Fixed(now) => *now,
+            FakeTime::Follow(clock) => clock.now(),
+        }
     }
 }
 
@@ -175,16 +198,79 @@ struct FakeState {
     table: Mutex<StateTable>,
 }
 
-/// A running fake edX. Dropping it stops the server.
+/// A running fake edX: on 127.0.0.1 ([`FakeEdx::start`]) or inside the process
+/// ([`FakeEdx::in_process`]). Dropping it stops the server.
 pub struct FakeEdx {
-    address: SocketAddr,
+    address: Option<SocketAddr>,
     state: Arc<FakeState>,
-    server: tokio::task::JoinHandle<()>,
+    router: Router,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for FakeEdx {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+    }
+}
+
+/// The base URL of an in-process fake (never resolved: its requests never leave the process).
+pub const IN_PROCESS_URL: &str = "http://fake-edx.invalid";
+
+/// Answers requests with the fake's router inside the process: no socket, so a simulation
+/// under tokio's paused clock is deterministic. Honours each request's timeout on tokio's
+/// clock; a dropped request drops its handler (as a closed connection would).
+struct InProcess {
+    router: Router,
+}
+
+#[async_trait::async_trait]
+impl Transport for InProcess {
+    async fn send(&self, request: reqwest::Request) -> Result<Answer, Failure> {
+        use tower::ServiceExt;
+        let timeout = request.timeout().copied();
+        let request: axum::http::Request<reqwest::Body> =
+            request.try_into().map_err(|e: reqwest::Error| Failure {
+                kind: TransportErrorKind::Other,
+                message: crate::transport::describe(&e),
+            })?;
+        let (parts, body) = request.into_parts();
+        let bytes = body
+            .as_bytes()
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default();
+        let request = Request::from_parts(parts, Body::from(bytes));
+        let router = self.router.clone();
+        let exchange = async move {
+            let response = match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let status = response.status().as_u16();
+            let retry_after = crate::transport::retry_after(response.headers());
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| Failure {
+                    kind: TransportErrorKind::Reset,
+                    message: format!("HTTP {status}, then the body broke off: {e}"),
+                });
+            Answer {
+                status,
+                retry_after,
+                body,
+            }
+        };
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, exchange)
+                .await
+                .map_err(|_| Failure {
+                    kind: TransportErrorKind::Timeout,
+                    message: "operation timed out".into(),
+                }),
+            None => Ok(exchange.await),
+        }
     }
 }
 
@@ -197,6 +283,18 @@ impl FakeEdx {
         let address = listener
             .local_addr()
             .map_err(|e| HttpError::Fake(e.to_string()))?;
+        let mut fake = FakeEdx::in_process(config);
+        let app = fake.router.clone();
+        fake.address = Some(address);
+        fake.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+        Ok(fake)
+    }
+
+    /// The fake without a socket: reach it through [`FakeEdx::transport`] at
+    /// [`IN_PROCESS_URL`].
+    pub fn in_process(config: FakeConfig) -> FakeEdx {
         let state = Arc::new(FakeState {
             clock: FakeClock::default(),
             random: Mutex::new(SplitMix64::new(config.seed)),
@@ -205,7 +303,7 @@ impl FakeEdx {
             table: Mutex::new(StateTable::upstream_default()),
         });
         let accounts = "/api/user/v1/accounts";
-        let app = Router::new()
+        let router = Router::new()
             .route("/oauth2/access_token", post(issue_token))
             .route(&format!("{accounts}/retirement_queue/"), get(lms_queue))
             .route(
@@ -231,19 +329,28 @@ impl FakeEdx {
                 around_answers,
             ))
             .with_state(state.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Ok(FakeEdx {
-            address,
+        FakeEdx {
+            address: None,
             state,
-            server,
+            router,
+            server: None,
+        }
+    }
+
+    /// A transport that answers with this fake inside the process (for
+    /// [`crate::ServiceClients::with_transport`]).
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        Arc::new(InProcess {
+            router: self.router.clone(),
         })
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or [`IN_PROCESS_URL`] for an in-process fake.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.address)
+        match self.address {
+            Some(address) => format!("http://{address}"),
+            None => IN_PROCESS_URL.to_owned(),
+        }
     }
 
     /// The LMS status API's clock (cool-off, date checks, `modified`), settable by tests.

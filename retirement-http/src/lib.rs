@@ -17,11 +17,13 @@
 mod auth;
 pub mod catalog;
 mod client;
+pub mod clock;
 mod error;
 pub mod fake;
 mod lms_store;
 pub mod runner;
 mod status_json;
+pub mod transport;
 
 pub use auth::{AccessToken, ClientCredentials, TokenSource, token_url};
 pub use catalog::{GenericService, LearnerRef};

@@ -41,7 +41,7 @@ use retirement_store::{
     StateWindow, StoreError,
 };
 
-use crate::client::{ServiceClients, describe};
+use crate::client::ServiceClients;
 use crate::status_json::StatusJson;
 
 const ACCOUNTS: &str = "api/user/v1/accounts";
@@ -253,22 +253,19 @@ impl LmsStore {
                 .map_err(|e| StoreError::Connection(e.to_string()))?;
             let mut request = self
                 .clients
-                .http()
                 .request(method.clone(), &url)
                 .query(query)
                 .header(reqwest::header::AUTHORIZATION, token.header_value());
             if let Some(body) = &body {
                 request = request.json(body);
             }
-            let response = request
-                .send()
+            let answer = self
+                .clients
+                .exchange(request)
                 .await
-                .map_err(|e| StoreError::Connection(describe(&e)))?;
-            let status = response.status().as_u16();
-            let text = response
-                .text()
-                .await
-                .map_err(|e| StoreError::Connection(describe(&e)))?;
+                .map_err(|e| StoreError::Connection(e.message))?;
+            let status = answer.status;
+            let text = answer.body.map_err(|e| StoreError::Connection(e.message))?;
             if status == 401 && !renewed {
                 self.clients.tokens().invalidate(&token).await;
                 renewed = true;

@@ -15,14 +15,15 @@
 //! may echo personal data in error bodies.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use retirement_core::{
-    Action, Actor, DriverOptions, ExitStatus, Input, Machine, OnWorkingState, Outcome, Pipeline,
-    Retirement, RetirementId, SplitMix64, Stage,
+    Action, Actor, Attempts, DriverOptions, ExitStatus, Input, Machine, OnWorkingState, Outcome,
+    Pipeline, Retirement, RetirementId, RetryPolicy, SplitMix64, Stage, Verdict,
 };
 use retirement_store::{
     ClaimRequest, Claimed, DieselStore, Lease, QueueQuery, RetirementStore, StoreError,
@@ -30,6 +31,9 @@ use retirement_store::{
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::clock::{Clock, SystemClock};
 
 use crate::catalog::LearnerRef;
 use crate::client::ServiceClients;
@@ -179,9 +183,24 @@ pub struct RunOptions {
     pub seed: u64,
     /// After shutdown is asked for, how long busy learners may take to finish their step.
     pub shutdown_grace: Duration,
-    /// A failed state write is retried this long when the store says the failure is transient
-    /// (a dropped connection, a lock timeout) before the learner is given up on.
-    pub store_retry_budget: Duration,
+    /// How store calls that failed transiently (a dropped connection, a lock timeout, an LMS
+    /// 5xx) are retried: backoff with full jitter within the policy's budget (default 100 ms
+    /// doubling to 5 s, 60 s in all), then the learner is given up on (claims: the run stops).
+    pub store_retry: RetryPolicy,
+    /// The wall clock (default the system's; a simulation's follows tokio's paused clock).
+    /// Every wait goes through tokio's timers.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The default [`RunOptions::store_retry`].
+pub fn default_store_retry() -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(5),
+        budget: Duration::from_secs(60),
+        gateway_timeout_wait: Duration::ZERO,
+        gateway_timeout_retries: 0,
+    }
 }
 
 impl Default for RunOptions {
@@ -195,7 +214,8 @@ impl Default for RunOptions {
             driver: DriverOptions::default(),
             seed: 0x5eed,
             shutdown_grace: Duration::from_secs(30),
-            store_retry_budget: Duration::from_secs(60),
+            store_retry: default_store_retry(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -357,7 +377,12 @@ struct Shared {
     stop: watch::Receiver<bool>,
     /// Leases of learners being worked on, released if their task is dropped at the deadline.
     leases: Mutex<HashMap<RetirementId, Lease>>,
+    /// The jitter of store retries.
+    jitter: Mutex<SplitMix64>,
 }
+
+/// Keeps the store retries' jitter apart from the machines' (same seed).
+const JITTER_SALT: u64 = 0x5703_e4e7_1e5e_ed00;
 
 impl Runner {
     /// A runner over `store` calling `steps` for `pipeline`.
@@ -389,7 +414,11 @@ impl Runner {
             cool_off_days: self.options.cool_off_days,
             limit: Some(threshold as i64 + 1),
         };
-        let count = self.store.queue(&query, Utc::now()).await?.len();
+        let count = self
+            .store
+            .queue(&query, self.options.clock.now())
+            .await?
+            .len();
         if count > threshold {
             return Err(RunError::TooManyLearners { threshold, count });
         }
@@ -411,6 +440,7 @@ impl Runner {
             options: self.options.clone(),
             stop: stop.clone(),
             leases: Mutex::new(HashMap::new()),
+            jitter: Mutex::new(SplitMix64::new(self.options.seed ^ JITTER_SALT)),
         });
         let concurrency = self.options.concurrency.max(1);
         // Claim in batches once enough slots are free: fewer claim transactions at high
@@ -421,8 +451,7 @@ impl Runner {
         let mut stop_rx = stop;
         let mut stopping = *stop_rx.borrow();
         let mut exhausted = false;
-        let mut claim_failures = 0u32;
-        let mut deadline: Option<tokio::time::Instant> = None;
+        let mut deadline: Option<Instant> = None;
         loop {
             let limit_left = self
                 .options
@@ -439,9 +468,12 @@ impl Runner {
                     self.options.lease_for,
                     self.options.cool_off_days,
                 );
-                match self.store.claim(&request, Utc::now()).await {
+                let claim = retrying(&shared, "claim", None, Some(&mut stop_rx), || {
+                    self.store.claim(&request, shared.now())
+                })
+                .await;
+                match claim.result {
                     Ok(claimed) => {
-                        claim_failures = 0;
                         if claimed.len() < want {
                             exhausted = true;
                         }
@@ -456,14 +488,8 @@ impl Runner {
                             tasks.spawn(async move { shared.drive_claimed(learner).await });
                         }
                     }
-                    Err(e) if e.is_transient() && claim_failures < 10 => {
-                        claim_failures += 1;
-                        tracing::warn!(error = %e, attempt = claim_failures, "claim failed; retrying");
-                        let wait = Duration::from_millis(100 << claim_failures.min(6));
-                        tokio::select! {
-                            _ = tokio::time::sleep(wait) => {}
-                            _ = stop_rx.changed() => { stopping = true; }
-                        }
+                    Err(_) if claim.stopped => {
+                        stopping = true;
                         continue;
                     }
                     Err(e) => {
@@ -481,7 +507,7 @@ impl Runner {
                 continue;
             }
             if stopping && deadline.is_none() {
-                deadline = Some(tokio::time::Instant::now() + self.options.shutdown_grace);
+                deadline = Some(Instant::now() + self.options.shutdown_grace);
             }
             let grace_over = async {
                 match deadline {
@@ -616,6 +642,79 @@ impl Shared {
     fn stopping(&self) -> bool {
         *self.stop.borrow()
     }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.options.clock.now()
+    }
+}
+
+/// What [`retrying`] came to.
+struct Retried<T> {
+    result: Result<T, StoreError>,
+    /// Attempts after the first.
+    retries: u32,
+    /// Shutdown was asked for while waiting to retry.
+    stopped: bool,
+}
+
+/// Runs a store call, retrying transient failures with [`RunOptions::store_retry`]'s backoff
+/// (full jitter) on tokio's clock, until it succeeds, fails for good, the policy's budget is
+/// spent, the next try would fall after `until` (a lease's end), or — when `stop` is given —
+/// shutdown is asked for.
+async fn retrying<T, F, Fut>(
+    shared: &Shared,
+    what: &'static str,
+    until: Option<DateTime<Utc>>,
+    mut stop: Option<&mut watch::Receiver<bool>>,
+    mut call: F,
+) -> Retried<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let policy = &shared.options.store_retry;
+    let mut attempts = Attempts::new(shared.now());
+    loop {
+        let error = match call().await {
+            Ok(value) => {
+                return Retried {
+                    result: Ok(value),
+                    retries: attempts.made() - 1,
+                    stopped: false,
+                };
+            }
+            Err(e) => e,
+        };
+        let now = shared.now();
+        let next = if error.is_transient() {
+            let mut jitter = shared.jitter.lock().unwrap_or_else(|p| p.into_inner());
+            policy
+                .next_attempt_at(Verdict::Backoff, &mut attempts, None, now, &mut *jitter)
+                .filter(|at| until.is_none_or(|end| *at < end))
+        } else {
+            None
+        };
+        let Some(at) = next else {
+            return Retried {
+                result: Err(error),
+                retries: attempts.made() - 1,
+                stopped: false,
+            };
+        };
+        tracing::warn!(error = %error, attempt = attempts.made(), "{what} failed; retrying");
+        let pause = tokio::time::sleep((at - now).to_std().unwrap_or_default());
+        match stop.as_deref_mut() {
+            Some(stop) => {
+                tokio::select! {
+                    () = pause => {}
+                    _ = stop.wait_for(|s| *s) => {
+                        return Retried { result: Err(error), retries: attempts.made() - 1, stopped: true };
+                    }
+                }
+            }
+            None => pause.await,
+        }
+    }
 }
 
 /// Retires one learner the way tubular's `retire_one_learner` does: no lease, a learner in a
@@ -636,6 +735,7 @@ pub async fn retire_one(
         options: options.clone(),
         stop,
         leases: Mutex::new(HashMap::new()),
+        jitter: Mutex::new(SplitMix64::new(options.seed ^ JITTER_SALT)),
     };
     let mut driver = options.driver;
     driver.on_working_state = OnWorkingState::Refuse;
@@ -656,7 +756,7 @@ async fn drive(
         shared.pipeline.clone(),
         driver,
         SplitMix64::new(seed),
-        Utc::now(),
+        shared.now(),
     );
     let mut report = LearnerReport {
         retirement_id: id,
@@ -707,7 +807,7 @@ async fn drive(
                 } else {
                     report.calls += 1;
                     let stage = &shared.pipeline.stages()[stage];
-                    shared.steps.call(stage, retirement, Utc::now()).await
+                    shared.steps.call(stage, retirement, shared.now()).await
                 }
             }
             Action::RetryAt { at } => {
@@ -733,7 +833,7 @@ async fn drive(
                 return report;
             }
         };
-        if let Err(e) = machine.handle_input(Utc::now(), input) {
+        if let Err(e) = machine.handle_input(shared.now(), input) {
             tracing::error!(retirement_id = id.0, error = %e, "the machine refused an input");
             return report;
         }
@@ -745,30 +845,25 @@ async fn renew(shared: &Shared, lease: &mut Option<Lease>) -> bool {
     let Some(current) = lease.as_ref() else {
         return true;
     };
-    let now = Utc::now();
+    let now = shared.now();
     if current.expires - now > shared.options.lease_for / 2 {
         return true;
     }
-    let mut tries = 0;
-    loop {
-        match shared
-            .store
-            .heartbeat(current, now + shared.options.lease_for)
-            .await
-        {
-            Ok(renewed) => {
-                shared.track(&renewed);
-                *lease = Some(renewed);
-                return true;
-            }
-            Err(e) if e.is_transient() && tries < 5 && Utc::now() < current.expires => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-            }
-            Err(e) => {
-                tracing::warn!(retirement_id = current.retirement_id.0, error = %e, "lease lost");
-                return false;
-            }
+    let until = now + shared.options.lease_for;
+    // Retried only while the lease still holds: after that another worker may have it.
+    let renewed = retrying(shared, "lease renewal", Some(current.expires), None, || {
+        shared.store.heartbeat(current, until)
+    })
+    .await;
+    match renewed.result {
+        Ok(renewed) => {
+            shared.track(&renewed);
+            *lease = Some(renewed);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(retirement_id = current.retirement_id.0, error = %e, "lease lost");
+            false
         }
     }
 }
@@ -785,7 +880,7 @@ async fn wait_until(shared: &Shared, lease: &mut Option<Lease>, at: DateTime<Utc
         if *stop.borrow() {
             return Wait::Stopped;
         }
-        let now = Utc::now();
+        let now = shared.now();
         if now >= at {
             return Wait::Due;
         }
@@ -806,10 +901,10 @@ async fn wait_until(shared: &Shared, lease: &mut Option<Lease>, at: DateTime<Utc
     }
 }
 
-/// Writes a state, retrying transient store failures within the budget. A write whose
-/// acknowledgement was lost (the connection broke after the commit) is recognised by reading
-/// the learner back: its retry is refused (an earlier state, or a lease the end state already
-/// ended), and the learner is found in the state written.
+/// Writes a state, retrying transient store failures within the store retry policy. A write
+/// whose acknowledgement was lost (the connection broke after the commit) is recognised by
+/// reading the learner back: its retry is refused (an earlier state, or a lease the end state
+/// already ended), and the learner is found in the state written.
 async fn write_state(
     shared: &Shared,
     id: RetirementId,
@@ -817,52 +912,36 @@ async fn write_state(
     new_state: &str,
     response: &str,
 ) -> Input {
-    let started = Instant::now();
-    let mut tries = 0u32;
-    loop {
-        let result = shared
+    let written = retrying(shared, "state write", None, None, || {
+        shared
             .store
-            .advance(id, lease, new_state, response, Actor::Driver, Utc::now())
-            .await;
-        let error = match result {
-            Ok(_) => return Input::StateWritten,
-            Err(e) if e.is_transient() && started.elapsed() < shared.options.store_retry_budget => {
-                tries += 1;
-                tracing::warn!(retirement_id = id.0, error = %e, attempt = tries, "state write failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100u64 << tries.min(6))).await;
-                continue;
-            }
-            Err(e) => e,
-        };
-        // An earlier attempt may have landed: only then can a refusal mean "already written".
-        if tries > 0 && already_in(shared, id, new_state, started).await {
-            return Input::StateWritten;
-        }
-        return match error {
-            StoreError::LeaseLost { .. } => Input::StateWriteFailed {
-                lease_lost: true,
-                message: "lease lost".into(),
-            },
-            e => Input::StateWriteFailed {
-                lease_lost: false,
-                message: e.to_string(),
-            },
-        };
+            .advance(id, lease, new_state, response, Actor::Driver, shared.now())
+    })
+    .await;
+    let error = match written.result {
+        Ok(_) => return Input::StateWritten,
+        Err(e) => e,
+    };
+    // An earlier attempt may have landed: only then can a refusal mean "already written".
+    if written.retries > 0 && already_in(shared, id, new_state).await {
+        return Input::StateWritten;
+    }
+    match error {
+        StoreError::LeaseLost { .. } => Input::StateWriteFailed {
+            lease_lost: true,
+            message: "lease lost".into(),
+        },
+        e => Input::StateWriteFailed {
+            lease_lost: false,
+            message: e.to_string(),
+        },
     }
 }
 
-/// Whether the learner is in `state`, reading it back through transient failures within the
-/// store retry budget.
-async fn already_in(shared: &Shared, id: RetirementId, state: &str, started: Instant) -> bool {
-    let mut tries = 0u32;
-    loop {
-        match shared.store.get(id).await {
-            Ok(current) => return current.current_state() == state,
-            Err(e) if e.is_transient() && started.elapsed() < shared.options.store_retry_budget => {
-                tries += 1;
-                tokio::time::sleep(Duration::from_millis(100u64 << tries.min(6))).await;
-            }
-            Err(_) => return false,
-        }
-    }
+/// Whether the learner is in `state`, reading it back through transient failures.
+async fn already_in(shared: &Shared, id: RetirementId, state: &str) -> bool {
+    let current = retrying(shared, "read-back", None, None, || shared.store.get(id)).await;
+    current
+        .result
+        .is_ok_and(|current| current.current_state() == state)
 }

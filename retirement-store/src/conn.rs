@@ -17,8 +17,52 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::error::{Result, StoreError};
 
-/// SQLite behind diesel-async: each call runs on tokio's blocking pool.
-pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// SQLite behind diesel-async: each call runs on tokio's blocking pool, or inline.
+pub(crate) type SqliteConn = SyncConnectionWrapper<SqliteConnection, Blocking>;
+
+/// Where SQLite's synchronous calls run: tokio's blocking pool (default), or on the calling
+/// task itself ([`StoreOptions::sqlite_inline`]), so a simulation on a current-thread runtime
+/// with a paused clock sees every statement finish before anything else runs: no thread
+/// decides the order of events.
+pub(crate) enum Blocking {
+    Pool(tokio::runtime::Handle),
+    Inline,
+}
+
+impl diesel_async::sync_connection_wrapper::SpawnBlocking for Blocking {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> std::pin::Pin<
+        Box<
+            dyn Future<
+                    Output = std::result::Result<
+                        R,
+                        Box<dyn std::error::Error + Send + Sync + 'static>,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    >
+    where
+        R: Send + 'static,
+    {
+        match self {
+            Blocking::Pool(handle) => {
+                let joined = handle.spawn_blocking(task);
+                Box::pin(async move { joined.await.map_err(|e| Box::new(e) as _) })
+            }
+            Blocking::Inline => {
+                let done = task();
+                Box::pin(std::future::ready(Ok(done)))
+            }
+        }
+    }
+
+    fn get_runtime() -> Blocking {
+        Blocking::Pool(tokio::runtime::Handle::current())
+    }
+}
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -56,6 +100,10 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
     /// SQLite's `busy_timeout`: how long a write waits for another process's lock.
     pub sqlite_busy_timeout: Duration,
+    /// Run SQLite's statements on the calling task instead of tokio's blocking pool (default
+    /// `false`). For deterministic simulations on a current-thread runtime; it blocks that
+    /// runtime for each statement, so production leaves it off.
+    pub sqlite_inline: bool,
 }
 
 impl Default for StoreOptions {
@@ -64,6 +112,7 @@ impl Default for StoreOptions {
             max_connections: 16,
             connect_timeout: Duration::from_secs(10),
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_inline: false,
         }
     }
 }
@@ -139,6 +188,7 @@ pub(crate) async fn build_pools(url: &StoreUrl, options: &StoreOptions) -> Resul
     Ok(match url.kind {
         BackendKind::Sqlite => {
             let busy_ms = options.sqlite_busy_timeout.as_millis();
+            let inline = options.sqlite_inline;
             let mut config = ManagerConfig::<SqliteConn>::default();
             // A local file cannot drop the connection: skip the `SELECT 1` that `Verified`
             // runs (one more blocking hop) on every checkout, the SQLite hot path's cost.
@@ -146,7 +196,14 @@ pub(crate) async fn build_pools(url: &StoreUrl, options: &StoreOptions) -> Resul
             config.custom_setup = Box::new(move |path| {
                 let path = path.to_owned();
                 Box::pin(async move {
-                    let mut conn = SqliteConn::establish(&path).await?;
+                    let mut conn = if inline {
+                        SqliteConn::with_runtime(
+                            <SqliteConnection as diesel::Connection>::establish(&path)?,
+                            Blocking::Inline,
+                        )
+                    } else {
+                        SqliteConn::establish(&path).await?
+                    };
                     // busy_timeout first, so switching to WAL already waits for other
                     // processes; then WAL so readers never block the writer.
                     conn.batch_execute(&format!(

@@ -148,7 +148,10 @@ async fn a_write_whose_acknowledgement_was_lost_is_not_an_error() {
         steps,
         Arc::new(pipeline),
         RunOptions {
-            store_retry_budget: std::time::Duration::from_secs(5),
+            store_retry: RetryPolicy {
+                budget: std::time::Duration::from_secs(5),
+                ..retirement_http::runner::default_store_retry()
+            },
             // A failing step must fail this test quickly, not retry for tubular's 10 minutes.
             driver: DriverOptions {
                 retry: RetryPolicy {
