@@ -121,6 +121,7 @@ struct Shared {
     faults: HashMap<String, Vec<Fault>>,
     learners: HashMap<String, String>,
     pauses: HashMap<String, Arc<PauseGate>>,
+    answers: Vec<(String, u16)>,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -363,6 +364,12 @@ impl FakeEdx {
         self.lock().calls.clone()
     }
 
+    /// Every answer of the LMS status API so far, as (path, status), in order: the status its
+    /// handler (or a status fault) gave, even where a fault then lost or held the answer.
+    pub fn status_api_answers(&self) -> Vec<(String, u16)> {
+        self.lock().answers.clone()
+    }
+
     /// Usernames that had two calls in flight at once.
     pub fn overlaps(&self) -> Vec<String> {
         self.lock().overlaps.clone()
@@ -575,6 +582,10 @@ async fn around_answers(
         }) => bare(*status, body.clone().unwrap_or_default()),
         _ => next.run(request).await,
     };
+    if is_status_api(&path) {
+        let status = response.status().as_u16();
+        state.lock().answers.push((path.clone(), status));
+    }
     if let Some(fault) = &fault {
         if !fault.latency.is_zero() {
             tokio::time::sleep(fault.latency).await;

@@ -504,8 +504,23 @@ impl RetirementStore for LmsStore {
         let username = self.username_of(id)?;
         let written = {
             let _writing = Writing::start(self, id);
-            self.patch_state(&username, new_state, response, false)
-                .await
+            // The answer to this process's last move of the learner to the same state was
+            // lost: it may have landed. Look before moving, so the retry is not refused.
+            let retry = self.local().unanswered.get(&id.0).map(String::as_str) == Some(new_state);
+            match retry {
+                true => match self.find_by_username(&username).await {
+                    Ok(now) if now.current_state() == new_state => Ok(()),
+                    Ok(_) => {
+                        self.patch_state(&username, new_state, response, false)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+                false => {
+                    self.patch_state(&username, new_state, response, false)
+                        .await
+                }
+            }
         };
         match &written {
             Ok(()) => {

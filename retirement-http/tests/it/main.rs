@@ -5,6 +5,7 @@ mod driven;
 mod lms_store;
 mod runner;
 mod shared_suite;
+mod sim;
 mod support;
 
 use std::collections::BTreeMap;
