@@ -1,7 +1,7 @@
 //! The binaries' one error type and its exit statuses.
 
 use retirement_http::HttpError;
-use retirement_http::runner::RunError;
+use retirement_http::runtime::RunError;
 use retirement_store::StoreError;
 
 /// Exit statuses of `retire` and `expire-assignments` (the `learner` command uses tubular's

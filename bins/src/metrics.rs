@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use retirement_http::runner::RunSummary;
+use retirement_http::runtime::RunSummary;
 
 use crate::error::CliError;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use retirement_core::Pipeline;
-use retirement_http::runner::Steps;
+use retirement_http::Steps;
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
 use retirement_store::{DieselStore, RetirementStore, StoreOptions};
 

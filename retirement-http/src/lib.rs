@@ -9,8 +9,10 @@
 //!   expires and once on a 401. Secrets and tokens never appear in `Debug` or errors.
 //! - [`LmsStore`] implements `retirement-store`'s `RetirementStore` over the LMS API, so the
 //!   driver works against a real Open edX as tubular does (see its docs for what is emulated).
-//! - [`runner`] is the driver runtime: it claims learners, runs `retirement-core`'s machine for
-//!   each with bounded concurrency and leases, and performs its actions.
+//! - [`runtime`] is the driver runtime: it claims learners, runs `retirement-core`'s machine for
+//!   each with bounded concurrency and leases, and performs its actions through a
+//!   [`runtime::StepCaller`]; [`Steps`] is the standard one (the HTTP clients, and the built-in
+//!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
 //! - [`fake::FakeEdx`] serves the same API on 127.0.0.1 for tests, the demo and benchmarks.
 #![warn(missing_docs)]
 
@@ -21,8 +23,9 @@ pub mod clock;
 mod error;
 pub mod fake;
 mod lms_store;
-pub mod runner;
+pub mod runtime;
 mod status_json;
+mod steps;
 pub mod transport;
 
 pub use auth::{AccessToken, ClientCredentials, TokenSource, token_url};
@@ -31,3 +34,4 @@ pub use client::{CallOutcome, HttpOptions, ServiceClients};
 pub use error::HttpError;
 pub use lms_store::LmsStore;
 pub use retirement_core;
+pub use steps::{ASSIGNMENTS_OPERATION, ASSIGNMENTS_SERVICE, Steps};

@@ -1,6 +1,7 @@
 //! Repository automation, run as `cargo xtask <command>` (see the cargo-xtask pattern).
 //!
-//! - `cargo xtask ci`: the same checks as `.ci/run` — format, lints, tests.
+//! - `cargo xtask ci`: every CI step (`.ci/run` only sets the environment and calls it) —
+//!   format, lints, tests (with 300 simulation seeds), the short chaos runs.
 //! - `cargo xtask bench expiry [--rows N] [--backend sqlite|postgres|mysql] [--batch N]`: the
 //!   store's expiry pass against a set-based SQL baseline (retirement-store's `expiry_bench`
 //!   example, built in release mode).
@@ -8,6 +9,9 @@
 //!   clients against the fake edX on loopback (the `http_bench` example).
 //! - `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
 //!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
+//! - `cargo xtask sim [--seeds N] [--seed N]`: the deterministic simulation of the driver
+//!   runtime (retirement-http's `sim` tests) over N seeds (default 10,000), or one seed to
+//!   reproduce it; prints the count.
 //! - `cargo xtask chaos kill|faults|workers|db|input|all [--short] [--seed N]`: crash, fault
 //!   and concurrency runs of the real `retire` binary (bins' `chaos` example), and `input`, the
 //!   bad-input property tests with 10,000 cases per target; `--short` uses small counts (256
@@ -24,9 +28,10 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("sim") => sim(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   cargo fmt --check, clippy -D warnings, cargo test --workspace\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, workers, db, input or all;\n                       ARGS: --short (CI counts), --seed N"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, chaos all --short\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite)\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, workers, db, input or all;\n                       ARGS: --short (CI counts), --seed N"
             );
             ExitCode::SUCCESS
         }
@@ -48,7 +53,11 @@ fn ci() -> ExitCode {
             "-D",
             "warnings",
         ],
+        // The README's test command.
         &["test", "--workspace"],
+        // The chaos runs at CI's counts (issue 7): kills, faults, workers, cut database
+        // connections, bad input.
+        &["xtask", "chaos", "all", "--short"],
     ];
     for step in steps {
         eprintln!("xtask ci: cargo {}", step.join(" "));
@@ -69,6 +78,47 @@ fn ci() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `cargo xtask sim`: retirement-http's simulation tests in release mode over more seeds.
+fn sim(args: &[String]) -> ExitCode {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mut command = Command::new(cargo());
+    command
+        .args([
+            "test",
+            "--quiet",
+            "--release",
+            "-p",
+            "retirement-http",
+            "--test",
+            "it",
+            "sim::every_seed_keeps_every_promise",
+            "--",
+            "--nocapture",
+        ])
+        .current_dir(project_root());
+    match (value("--seed"), value("--seeds")) {
+        (Some(seed), _) => {
+            command.env("RETIREMENT_SIM_SEED", seed);
+        }
+        (None, seeds) => {
+            command.env("RETIREMENT_SIM_SEEDS", seeds.as_deref().unwrap_or("10000"));
+        }
+    }
+    match command.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask sim: could not run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn bench(args: &[String]) -> ExitCode {

@@ -211,3 +211,38 @@ fn http_has_no_openssl_in_its_tree() {
         "OpenSSL in retirement-http's tree: {hits:?}"
     );
 }
+
+/// What the driver runtime may not name: it knows the store trait and the step-caller trait,
+/// never the HTTP clients, their wire formats or the fake.
+const RUNTIME_MUST_NOT_NAME: &[&str] = &[
+    "reqwest",
+    "ServiceClients",
+    "crate::client",
+    "crate::catalog",
+    "crate::transport",
+    "crate::fake",
+    "crate::steps",
+    "LmsStore",
+    "DieselStore",
+    "Utc::now",
+    "std::time::Instant",
+];
+
+#[test]
+fn the_runtime_knows_only_the_store_and_step_caller_traits() {
+    let dir = project_root().join("retirement-http/src/runtime");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    assert!(files.len() >= 4, "the runtime is a module tree: {files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for banned in RUNTIME_MUST_NOT_NAME {
+            assert!(
+                !text.contains(banned),
+                "{} names {banned}: the runtime reaches services only through StepCaller, \
+                 stores only through RetirementStore, and the time only through its Clock",
+                file.display()
+            );
+        }
+    }
+}

@@ -10,8 +10,9 @@ use std::time::Instant;
 use chrono::{TimeDelta, Utc};
 use clap::Args;
 use retirement_core::{OriginalIdentity, Pipeline, RetiredIdConfig, SIX_STAGE_STATES};
+use retirement_http::Steps;
 use retirement_http::fake::{FakeConfig, FakeEdx};
-use retirement_http::runner::{RunOptions, Runner, Steps};
+use retirement_http::runtime::{RunOptions, Runner};
 use retirement_http::{ClientCredentials, HttpOptions, ServiceClients};
 use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
 

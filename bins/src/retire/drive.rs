@@ -8,7 +8,7 @@ use chrono::{TimeDelta, Utc};
 use clap::Args;
 use indicatif::ProgressBar;
 use retirement_core::{DriverOptions, ExitStatus, Outcome};
-use retirement_http::runner::{
+use retirement_http::runtime::{
     LearnerReport, LearnerResult, RunObserver, RunOptions, RunSummary, Runner, retire_one,
 };
 use retirement_store::StoreError;
@@ -122,7 +122,7 @@ fn run_options(config: &Config, args: &RunArgs) -> Result<RunOptions, CliError> 
         worker: args
             .worker_id
             .clone()
-            .unwrap_or_else(retirement_http::runner::default_worker_id),
+            .unwrap_or_else(retirement_http::runtime::default_worker_id),
         concurrency: args.concurrency.map_or(config.concurrency, |c| c as usize),
         limit: args.limit,
         lease_for: TimeDelta::seconds(config.lease_seconds as i64),

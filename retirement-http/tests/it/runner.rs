@@ -11,7 +11,8 @@ use retirement_core::{
     Actor, DriverOptions, LogEntry, OriginalIdentity, Override, Pipeline, RetiredIdConfig,
     Retirement, RetirementId, RetryPolicy, StateTable, SyncPlan,
 };
-use retirement_http::runner::{NoObserver, RunOptions, Runner, Steps};
+use retirement_http::Steps;
+use retirement_http::runtime::{NoObserver, RunOptions, Runner};
 use retirement_store::{
     ClaimRequest, Claimed, DieselStore, Lease, MoveTarget, NewRetirement, QueueQuery, Result,
     RetirementStore, StateWindow, StoreError,
@@ -150,7 +151,7 @@ async fn a_write_whose_acknowledgement_was_lost_is_not_an_error() {
         RunOptions {
             store_retry: RetryPolicy {
                 budget: std::time::Duration::from_secs(5),
-                ..retirement_http::runner::default_store_retry()
+                ..retirement_http::runtime::default_store_retry()
             },
             // A failing step must fail this test quickly, not retry for tubular's 10 minutes.
             driver: DriverOptions {

@@ -21,10 +21,11 @@ use retirement_core::{
     COMPLETE, DriverOptions, ERRORED, OriginalIdentity, Pipeline, RetiredIdConfig, SplitMix64,
     StateTable,
 };
+use retirement_http::Steps;
 use retirement_http::catalog;
 use retirement_http::clock::TokioClock;
 use retirement_http::fake::{FakeConfig, FakeEdx, Fault, IN_PROCESS_URL};
-use retirement_http::runner::{NoObserver, RunOptions, RunSummary, Runner, Steps};
+use retirement_http::runtime::{NoObserver, RunOptions, RunSummary, Runner};
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
 use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
 

@@ -1,0 +1,319 @@
+//! One learner's turn: the machine's actions performed (state writes fenced by the lease, step
+//! calls through the [`StepCaller`]), the lease renewed, and tubular's one-learner protocol
+//! ([`retire_one`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use retirement_core::{
+    Action, Actor, DriverOptions, Input, Machine, OnWorkingState, Outcome, Pipeline, Retirement,
+    RetirementId, SplitMix64,
+};
+use retirement_store::{Claimed, Lease, RetirementStore, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::retry::retrying;
+use super::{
+    JITTER_SALT, LearnerReport, LearnerResult, RunObserver, RunOptions, RunSummary, Shared,
+    StepCaller,
+};
+
+impl Shared {
+    pub(super) fn track(&self, lease: &Lease) {
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(lease.retirement_id, lease.clone());
+    }
+
+    pub(super) fn untrack(&self, id: RetirementId) {
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    pub(super) async fn drain(
+        &self,
+        tasks: &mut JoinSet<LearnerReport>,
+        summary: &mut RunSummary,
+        observer: &dyn RunObserver,
+    ) {
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(report) = joined {
+                self.untrack(report.retirement_id);
+                summary.add(&report);
+                observer.finished(&report);
+            }
+        }
+    }
+
+    pub(super) async fn drive_claimed(&self, claimed: Claimed) -> LearnerReport {
+        let Claimed {
+            retirement,
+            lease,
+            resumes_working_state,
+        } = claimed;
+        let mut driver = self.options.driver.clone();
+        driver.on_working_state = if resumes_working_state {
+            OnWorkingState::Resume
+        } else {
+            OnWorkingState::Refuse
+        };
+        let mut lease = Some(lease);
+        let report = drive(self, &retirement, &mut lease, driver).await;
+        // A learner that reached an end state had its lease ended by that write.
+        let ended = matches!(
+            report.outcome,
+            Some(Outcome::Completed | Outcome::Errored { recorded: true, .. })
+        );
+        if let Some(lease) = &lease
+            && report.result != LearnerResult::LeaseLost
+            && !ended
+            && let Err(e) = self.store.release(lease).await
+        {
+            // The lease runs out on its own; another worker then takes the learner.
+            tracing::debug!(retirement_id = retirement.id().0, error = %e, "releasing a lease failed");
+        }
+        report
+    }
+
+    pub(super) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        self.options.clock.now()
+    }
+}
+
+/// Retires one learner the way tubular's `retire_one_learner` does: no lease, a learner in a
+/// working state is refused (-3), and the outcome maps to tubular's exit codes. State writes
+/// go through the store's `advance`, which refuses while another worker holds a live lease.
+pub async fn retire_one(
+    store: Arc<dyn RetirementStore>,
+    steps: Arc<dyn StepCaller>,
+    pipeline: Arc<Pipeline>,
+    retirement: &Retirement,
+    options: RunOptions,
+) -> LearnerReport {
+    let (_keep, stop) = watch::channel(false);
+    let shared = Shared {
+        store,
+        steps,
+        pipeline,
+        options: options.clone(),
+        stop,
+        leases: Mutex::new(HashMap::new()),
+        jitter: Mutex::new(SplitMix64::new(options.seed ^ JITTER_SALT)),
+    };
+    let mut driver = options.driver;
+    driver.on_working_state = OnWorkingState::Refuse;
+    drive(&shared, retirement, &mut None, driver).await
+}
+
+/// Runs one learner's machine to its end.
+async fn drive(
+    shared: &Shared,
+    retirement: &Retirement,
+    lease: &mut Option<Lease>,
+    driver: DriverOptions,
+) -> LearnerReport {
+    let id = retirement.id();
+    let seed = shared.options.seed ^ (id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut machine = Machine::start(
+        retirement,
+        shared.pipeline.clone(),
+        driver,
+        SplitMix64::new(seed),
+        shared.now(),
+    );
+    let mut report = LearnerReport {
+        retirement_id: id,
+        retired_username: retirement.retired_username().to_owned(),
+        result: LearnerResult::Refused,
+        outcome: None,
+        calls: 0,
+        writes: 0,
+    };
+    let working: Vec<&str> = shared
+        .pipeline
+        .stages()
+        .iter()
+        .map(|s| s.working_state.as_str())
+        .collect();
+    loop {
+        let Some(action) = machine.poll_action() else {
+            // The machine always ends with Finish; this is a bug, not a learner's fault.
+            tracing::error!(
+                retirement_id = id.0,
+                "the machine stopped without an outcome"
+            );
+            return report;
+        };
+        let input = match action {
+            Action::SkipStage { working_state, .. } => {
+                tracing::debug!(retirement_id = id.0, state = %working_state, "State completed in previous run, skipping");
+                continue;
+            }
+            Action::SetState {
+                new_state,
+                response,
+            } => {
+                if shared.stopping() && working.contains(&new_state.as_str()) {
+                    report.result = LearnerResult::Interrupted;
+                    return report;
+                }
+                if !renew(shared, lease).await {
+                    Input::LeaseExpired
+                } else {
+                    report.writes += 1;
+                    write_state(shared, id, lease.as_ref(), &new_state, &response).await
+                }
+            }
+            Action::Call { stage, .. } => {
+                if !renew(shared, lease).await {
+                    Input::LeaseExpired
+                } else {
+                    report.calls += 1;
+                    let stage = &shared.pipeline.stages()[stage];
+                    shared.steps.call(stage, retirement, shared.now()).await
+                }
+            }
+            Action::RetryAt { at } => {
+                match wait_until(shared, lease, at).await {
+                    Wait::Due => Input::Tick,
+                    Wait::LeaseLost => Input::LeaseExpired,
+                    // Stopped while waiting to retry: the learner stays in its working state
+                    // with its lease released, so the next run claims it and runs the step.
+                    Wait::Stopped => {
+                        report.result = LearnerResult::Interrupted;
+                        return report;
+                    }
+                }
+            }
+            Action::Finish(outcome) => {
+                report.result = match &outcome {
+                    Outcome::Completed => LearnerResult::Completed,
+                    Outcome::Errored { .. } => LearnerResult::Errored,
+                    Outcome::LeaseLost => LearnerResult::LeaseLost,
+                    _ => LearnerResult::Refused,
+                };
+                report.outcome = Some(outcome);
+                return report;
+            }
+        };
+        if let Err(e) = machine.handle_input(shared.now(), input) {
+            tracing::error!(retirement_id = id.0, error = %e, "the machine refused an input");
+            return report;
+        }
+    }
+}
+
+/// Extends the lease when less than half of it is left. `false` when it was lost.
+async fn renew(shared: &Shared, lease: &mut Option<Lease>) -> bool {
+    let Some(current) = lease.as_ref() else {
+        return true;
+    };
+    let now = shared.now();
+    if current.expires - now > shared.options.lease_for / 2 {
+        return true;
+    }
+    let until = now + shared.options.lease_for;
+    // Retried only while the lease still holds: after that another worker may have it.
+    let renewed = retrying(shared, "lease renewal", Some(current.expires), None, || {
+        shared.store.heartbeat(current, until)
+    })
+    .await;
+    match renewed.result {
+        Ok(renewed) => {
+            shared.track(&renewed);
+            *lease = Some(renewed);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(retirement_id = current.retirement_id.0, error = %e, "lease lost");
+            false
+        }
+    }
+}
+
+enum Wait {
+    Due,
+    LeaseLost,
+    Stopped,
+}
+
+async fn wait_until(shared: &Shared, lease: &mut Option<Lease>, at: DateTime<Utc>) -> Wait {
+    let mut stop = shared.stop.clone();
+    loop {
+        if *stop.borrow() {
+            return Wait::Stopped;
+        }
+        let now = shared.now();
+        if now >= at {
+            return Wait::Due;
+        }
+        // Wake to renew the lease before half of it is gone, or when the retry is due.
+        let renew_at = lease
+            .as_ref()
+            .map(|l| l.expires - shared.options.lease_for / 2)
+            .unwrap_or(at);
+        let until = at.min(renew_at.max(now + TimeDelta::milliseconds(10)));
+        let pause = (until - now).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => {}
+        }
+        if !renew(shared, lease).await {
+            return Wait::LeaseLost;
+        }
+    }
+}
+
+/// Writes a state, retrying transient store failures within the store retry policy. A write
+/// whose acknowledgement was lost (the connection broke after the commit) is recognised by
+/// reading the learner back: its retry is refused (an earlier state, or a lease the end state
+/// already ended), and the learner is found in the state written.
+async fn write_state(
+    shared: &Shared,
+    id: RetirementId,
+    lease: Option<&Lease>,
+    new_state: &str,
+    response: &str,
+) -> Input {
+    let written = retrying(shared, "state write", None, None, || {
+        shared
+            .store
+            .advance(id, lease, new_state, response, Actor::Driver, shared.now())
+    })
+    .await;
+    let error = match written.result {
+        Ok(_) => return Input::StateWritten,
+        Err(e) => e,
+    };
+    // An earlier attempt may have landed: only then can a refusal mean "already written".
+    if written.retries > 0 && already_in(shared, id, new_state).await {
+        return Input::StateWritten;
+    }
+    match error {
+        StoreError::LeaseLost { .. } => Input::StateWriteFailed {
+            lease_lost: true,
+            message: "lease lost".into(),
+        },
+        e => Input::StateWriteFailed {
+            lease_lost: false,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Whether the learner is in `state`, reading it back through transient failures.
+async fn already_in(shared: &Shared, id: RetirementId, state: &str) -> bool {
+    let current = retrying(shared, "read-back", None, None, || shared.store.get(id)).await;
+    current
+        .result
+        .is_ok_and(|current| current.current_state() == state)
+}

@@ -1,0 +1,266 @@
+//! The driver runtime: claims learners from a [`RetirementStore`], runs each through
+//! `retirement-core`'s [`Machine`], performs its actions (state writes to the store, calls
+//! through [`StepCaller`]) and feeds the results back.
+//!
+//! - [`Runner::run`] retires the whole queue with bounded concurrency. Each learner is held by a
+//!   lease that is renewed while its step runs; a learner whose worker died is claimed again once
+//!   the lease expired and its interrupted step re-runs (steps are idempotent).
+//! - [`retire_one`] is tubular's `retire_one_learner`: one learner, no lease, tubular's refusals.
+//! - Shutdown (a `watch` channel set to `true`): no more claims; a learner mid-step finishes the
+//!   step and records it, then stops before its next stage; its lease is released so the next run
+//!   resumes it at once. Learners still busy after the grace period are dropped and released.
+//!
+//! Logs (`tracing`) name learners by retirement id and retired username only. A failing
+//! response body goes to the learner's log in the store, never to the process log: services
+//! may echo personal data in error bodies.
+//!
+//! The runtime knows only the store trait and the [`StepCaller`] trait (a tidy test checks it
+//! names no HTTP client): `options` (defaults), `report` (what a run says), `drive` (one
+//! learner's turn), `retry` (the store retry helper).
+
+mod drive;
+mod options;
+mod report;
+mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use retirement_core::{Input, Outcome, Pipeline, Retirement, RetirementId, SplitMix64, Stage};
+use retirement_store::{ClaimRequest, Lease, QueueQuery, RetirementStore};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use drive::retire_one;
+pub use options::{RunOptions, default_store_retry, default_worker_id};
+pub use report::{LearnerReport, LearnerResult, NoObserver, RunError, RunObserver, RunSummary};
+
+use retry::retrying;
+
+/// Performs one stage's call for one learner and says what happened.
+#[async_trait]
+pub trait StepCaller: Send + Sync {
+    /// Calls `stage` for `learner` once; the machine decides about retries.
+    async fn call(&self, stage: &Stage, learner: &Retirement, now: DateTime<Utc>) -> Input;
+}
+
+/// Retires the queue of a store through a pipeline.
+pub struct Runner {
+    store: Arc<dyn RetirementStore>,
+    steps: Arc<dyn StepCaller>,
+    pipeline: Arc<Pipeline>,
+    options: RunOptions,
+}
+
+struct Shared {
+    store: Arc<dyn RetirementStore>,
+    steps: Arc<dyn StepCaller>,
+    pipeline: Arc<Pipeline>,
+    options: RunOptions,
+    stop: watch::Receiver<bool>,
+    /// Leases of learners being worked on, released if their task is dropped at the deadline.
+    leases: Mutex<HashMap<RetirementId, Lease>>,
+    /// The jitter of store retries.
+    jitter: Mutex<SplitMix64>,
+}
+
+/// Keeps the store retries' jitter apart from the machines' (same seed).
+const JITTER_SALT: u64 = 0x5703_e4e7_1e5e_ed00;
+
+impl Runner {
+    /// A runner over `store` calling `steps` for `pipeline`.
+    pub fn new(
+        store: Arc<dyn RetirementStore>,
+        steps: Arc<dyn StepCaller>,
+        pipeline: Arc<Pipeline>,
+        options: RunOptions,
+    ) -> Runner {
+        Runner {
+            store,
+            steps,
+            pipeline,
+            options,
+        }
+    }
+
+    /// Counts the queue (learners past the cool-off in PENDING or a completion state) up to
+    /// `threshold + 1` and refuses when it is above `threshold`: tubular's fail-safe against a
+    /// flooded queue.
+    pub async fn check_threshold(&self, threshold: usize) -> Result<(), RunError> {
+        let query = QueueQuery {
+            states: self
+                .pipeline
+                .queue_states()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            cool_off_days: self.options.cool_off_days,
+            limit: Some(threshold as i64 + 1),
+        };
+        let count = self
+            .store
+            .queue(&query, self.options.clock.now())
+            .await?
+            .len();
+        if count > threshold {
+            return Err(RunError::TooManyLearners { threshold, count });
+        }
+        Ok(())
+    }
+
+    /// Claims and retires learners until none is actionable, the limit is reached, or `stop`
+    /// turns `true`.
+    pub async fn run(
+        &self,
+        stop: watch::Receiver<bool>,
+        observer: Arc<dyn RunObserver>,
+    ) -> Result<RunSummary, RunError> {
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            store: self.store.clone(),
+            steps: self.steps.clone(),
+            pipeline: self.pipeline.clone(),
+            options: self.options.clone(),
+            stop: stop.clone(),
+            leases: Mutex::new(HashMap::new()),
+            jitter: Mutex::new(SplitMix64::new(self.options.seed ^ JITTER_SALT)),
+        });
+        let concurrency = self.options.concurrency.max(1);
+        // Claim in batches once enough slots are free: fewer claim transactions at high
+        // concurrency, and never a slot idle for long.
+        let batch_threshold = (concurrency / 8).max(1);
+        let mut summary = RunSummary::default();
+        let mut tasks: JoinSet<LearnerReport> = JoinSet::new();
+        let mut stop_rx = stop;
+        let mut stopping = *stop_rx.borrow();
+        let mut exhausted = false;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let limit_left = self
+                .options
+                .limit
+                .map_or(usize::MAX, |l| l.saturating_sub(summary.claimed as usize));
+            let free = concurrency - tasks.len().min(concurrency);
+            let want = free.min(limit_left);
+            if !stopping && !exhausted && want > 0 && (tasks.is_empty() || free >= batch_threshold)
+            {
+                let request = ClaimRequest::for_pipeline(
+                    &self.pipeline,
+                    self.options.worker.clone(),
+                    want as i64,
+                    self.options.lease_for,
+                    self.options.cool_off_days,
+                );
+                let claim = retrying(&shared, "claim", None, Some(&mut stop_rx), || {
+                    self.store.claim(&request, shared.now())
+                })
+                .await;
+                match claim.result {
+                    Ok(claimed) => {
+                        if claimed.len() < want {
+                            exhausted = true;
+                        }
+                        summary.claimed += claimed.len() as u64;
+                        if !claimed.is_empty() {
+                            observer.claimed(claimed.len());
+                            tracing::debug!(count = claimed.len(), "claimed learners");
+                        }
+                        for learner in claimed {
+                            shared.track(&learner.lease);
+                            let shared = shared.clone();
+                            tasks.spawn(async move { shared.drive_claimed(learner).await });
+                        }
+                    }
+                    Err(_) if claim.stopped => {
+                        stopping = true;
+                        continue;
+                    }
+                    Err(e) => {
+                        // Let the learners in hand finish before reporting the failure.
+                        shared.drain(&mut tasks, &mut summary, &*observer).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            if tasks.is_empty() {
+                let done = stopping || exhausted || limit_left == 0;
+                if done {
+                    break;
+                }
+                continue;
+            }
+            if stopping && deadline.is_none() {
+                deadline = Some(Instant::now() + self.options.shutdown_grace);
+            }
+            let grace_over = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = tasks.join_next() => {
+                    if let Some(report) = joined.and_then(|r| r.ok()) {
+                        shared.untrack(report.retirement_id);
+                        log_report(&report);
+                        summary.add(&report);
+                        observer.finished(&report);
+                    }
+                }
+                changed = stop_rx.changed(), if !stopping => {
+                    if changed.is_err() || *stop_rx.borrow() {
+                        stopping = true;
+                        tracing::info!(busy = tasks.len(), "shutdown requested: no more claims; busy learners finish their step");
+                    }
+                }
+                () = grace_over => {
+                    tracing::warn!(busy = tasks.len(), "shutdown grace period over: dropping busy learners and releasing their leases");
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    let leftover: Vec<Lease> = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, l)| l).collect();
+                    for lease in leftover {
+                        summary.interrupted += 1;
+                        let _ = self.store.release(&lease).await;
+                    }
+                    break;
+                }
+            }
+        }
+        summary.shutdown = stopping;
+        summary.seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+}
+
+fn log_report(report: &LearnerReport) {
+    let id = report.retirement_id.0;
+    let user = report.retired_username.as_str();
+    match (&report.result, &report.outcome) {
+        (LearnerResult::Completed, _) => {
+            tracing::debug!(
+                retirement_id = id,
+                retired_username = user,
+                "learner retired"
+            );
+        }
+        (LearnerResult::Errored, Some(Outcome::Errored { state, message, .. })) => {
+            // The first line is the status line; the body stays in the store's log.
+            let headline = message.lines().next().unwrap_or_default();
+            tracing::warn!(retirement_id = id, retired_username = user, state = %state, error = %headline, "learner set to ERRORED; `retire status` shows the response");
+        }
+        (LearnerResult::Interrupted, _) => {
+            tracing::info!(
+                retirement_id = id,
+                retired_username = user,
+                "stopped between stages by shutdown; the next run resumes it"
+            );
+        }
+        (_, outcome) => {
+            let text = outcome.as_ref().map(|o| o.to_string()).unwrap_or_default();
+            tracing::warn!(retirement_id = id, retired_username = user, outcome = %text, "learner not retired");
+        }
+    }
+}
