@@ -1,8 +1,11 @@
-//! `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
-//! [--server URL]`: runs the real `retire run` binary against the fake edX (MS added to every
-//! step call) over N learners and the six-stage pipeline, once per concurrency, on a fresh
-//! store each time (SQLite, or a new database on the PostgreSQL/MySQL server of URL), and prints learners per second beside the latency-bound limit
-//! (concurrency ÷ (calls per learner × latency)) and the driver's CPU per learner.
+//! `cargo xtask bench driver [--learners N] [--queued N] [--latency-ms MS]
+//! [--concurrency 1,8,32,128] [--server URL | --store lms]`: runs the real `retire run` binary
+//! against the fake edX (MS added to every step call) over N learners (of `--queued`, default
+//! N, enqueued) and the six-stage pipeline, once per concurrency, on a fresh store each time
+//! (SQLite, a new database on the PostgreSQL/MySQL server of URL, or with `--store lms` the
+//! fake LMS's status API, MS added to its calls too), and prints learners per second, requests
+//! per learner, refused requests (LMS moves answered 400), the latency-bound limit
+//! (concurrency ÷ (requests per learner × latency)) and the driver's CPU per learner.
 //!
 //! The fake runs in this process; the driver is a separate process, so its CPU time (read by
 //! the driver from /proc at the end of the run) excludes the fake's work.
@@ -17,6 +20,12 @@ use retirement_core::{OriginalIdentity, RetiredIdConfig, SIX_STAGE_EXAMPLE, SIX_
 use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
 use retirement_store::testdb::TestDatabase;
 use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
+
+/// The LMS status API paths that get the added latency with `--store lms`.
+const STATUS_PATHS: [&str; 2] = [
+    "/api/user/v1/accounts/update_retirement_status/",
+    "/api/user/v1/accounts/retirement_queue/",
+];
 
 const STEP_PATHS: [&str; 6] = [
     "/api/discussion/v1/accounts/retire_forum/",
@@ -42,6 +51,8 @@ async fn main() {
     let mut latency_ms: u64 = 20;
     let mut levels: Vec<usize> = vec![1, 8, 32, 128];
     let mut server: Option<String> = None;
+    let mut lms = false;
+    let mut queued: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
@@ -55,6 +66,12 @@ async fn main() {
                     .collect()
             }
             "--server" => server = Some(value),
+            "--queued" => queued = Some(value.parse().expect("--queued N")),
+            "--store" => match value.as_str() {
+                "lms" => lms = true,
+                "sqlite" => lms = false,
+                other => panic!("--store lms|sqlite, not {other}"),
+            },
             other => panic!("unknown flag {other}"),
         }
     }
@@ -64,18 +81,26 @@ async fn main() {
         "{} is missing: build it with `cargo build --release -p bins --bin retire`",
         binary.display()
     );
-    let calls_per_learner = SIX_STAGE_EXAMPLE.len() as f64;
+    let queued = queued.unwrap_or(learners).max(learners);
     println!(
-        "driver bench: {learners} learners, six stages, {latency_ms} ms added per call, {} store",
+        "driver bench: {learners} learners of {queued} queued, six stages, {latency_ms} ms added per call, {} store",
         match &server {
+            _ if lms => "the fake LMS as the",
             Some(url) if url.starts_with("postgres") => "PostgreSQL",
             Some(_) => "MySQL",
             None => "SQLite",
         }
     );
     println!(
-        "{:>11}  {:>12}  {:>14}  {:>9}  {:>16}  {:>9}",
-        "concurrency", "learners/s", "latency limit", "of limit", "CPU ms/learner", "wall s"
+        "{:>11}  {:>10}  {:>12}  {:>7}  {:>13}  {:>8}  {:>14}  {:>7}",
+        "concurrency",
+        "learners/s",
+        "requests/lnr",
+        "refused",
+        "latency limit",
+        "of limit",
+        "CPU ms/learner",
+        "wall s"
     );
     for concurrency in levels {
         let dir =
@@ -103,7 +128,7 @@ async fn main() {
         let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
         store.sync_states(&states, false).await.unwrap();
         let ids = RetiredIdConfig::new(vec!["bench".into()]).unwrap();
-        for n in 0..learners {
+        for n in 0..queued {
             let original = OriginalIdentity {
                 username: format!("bench_{n}"),
                 email: format!("bench{n}@example.org"),
@@ -117,8 +142,14 @@ async fn main() {
                 .await
                 .unwrap();
         }
-        let fake = FakeEdx::start(FakeConfig::default()).await.unwrap();
-        for path in STEP_PATHS {
+        let fake = FakeEdx::start(FakeConfig {
+            lms_store: lms.then(|| store.clone()),
+            ..FakeConfig::default()
+        })
+        .await
+        .unwrap();
+        let slow: &[&str] = if lms { &STATUS_PATHS } else { &[] };
+        for path in STEP_PATHS.iter().chain(slow) {
             fake.set_fault(
                 path,
                 Some(Fault {
@@ -128,8 +159,9 @@ async fn main() {
             );
         }
         let mut yaml = format!(
-            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {0}/\n  ecommerce: {0}/\nstore: {url}\nmax_concurrent_per_service: {1}\nretirement_pipeline:\n",
+            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {0}/\n  ecommerce: {0}/\nstore: {1}\nmax_concurrent_per_service: {2}\nretirement_pipeline:\n",
             fake.base_url(),
+            if lms { "lms" } else { url.as_str() },
             concurrency.max(16)
         );
         for [w, c, s, o] in SIX_STAGE_EXAMPLE {
@@ -143,6 +175,8 @@ async fn main() {
                 Command::new(binary)
                     .args(["run", "--json", "--log-level", "warn", "--concurrency"])
                     .arg(concurrency.to_string())
+                    .arg("--limit")
+                    .arg(learners.to_string())
                     .arg("--config")
                     .arg(&config)
                     .output()
@@ -164,9 +198,17 @@ async fn main() {
         let seconds = summary["seconds"].as_f64().unwrap();
         let cpu = summary["cpu_seconds"].as_f64().unwrap_or(f64::NAN);
         let rate = completed / seconds;
-        let limit = concurrency as f64 / (calls_per_learner * latency_ms as f64 / 1000.0);
+        // Every request the fake answered (token requests aside): step calls, and with the
+        // LMS as the store its status API too.
+        let requests = fake.calls().len() as f64 / completed;
+        let refused = fake
+            .status_api_answers()
+            .iter()
+            .filter(|(path, status)| path == STATUS_PATHS[0] && *status == 400)
+            .count();
+        let limit = concurrency as f64 / (requests * latency_ms as f64 / 1000.0);
         println!(
-            "{concurrency:>11}  {rate:>12.1}  {limit:>14.1}  {:>8.0}%  {:>16.3}  {seconds:>9.1}",
+            "{concurrency:>11}  {rate:>10.1}  {requests:>12.2}  {refused:>7}  {limit:>13.1}  {:>7.0}%  {:>14.3}  {seconds:>7.1}",
             100.0 * rate / limit,
             1000.0 * cpu / completed,
         );

@@ -18,6 +18,9 @@ pub mod exit {
     pub const TOO_MANY: u8 = 3;
     /// `run` finished, but at least one learner was set to ERRORED or refused.
     pub const LEARNERS_FAILED: u8 = 4;
+    /// `run` finished with a service still down: its learners wait, resumable (the summary
+    /// and the metrics name the service). Takes precedence over 4.
+    pub const SERVICE_DOWN: u8 = 5;
 }
 
 /// Everything a command can fail with. Texts name learners by retirement id or retired

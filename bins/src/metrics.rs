@@ -29,7 +29,26 @@ pub fn render(summary: &RunSummary, unix_seconds: i64) -> String {
             ("{result=\"refused\"}", summary.refused as f64),
             ("{result=\"lease_lost\"}", summary.lease_lost as f64),
             ("{result=\"interrupted\"}", summary.interrupted as f64),
+            ("{result=\"deferred\"}", summary.deferred as f64),
         ],
+    );
+    let down: Vec<(String, f64)> = summary
+        .services_down
+        .iter()
+        .map(|endpoint| (format!("{{endpoint=\"{}\"}}", escape(endpoint)), 1.0))
+        .collect();
+    let down_rows: Vec<(&str, f64)> = down.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(
+        "retirement_service_down",
+        "gauge",
+        "Service endpoints down when the run ended (their learners wait, resumable).",
+        &down_rows,
+    );
+    metric(
+        "retirement_services_down",
+        "gauge",
+        "How many service endpoints were down when the run ended.",
+        &[("", summary.services_down.len() as f64)],
     );
     metric(
         "retirement_claimed_total",
@@ -62,6 +81,14 @@ pub fn render(summary: &RunSummary, unix_seconds: i64) -> String {
         &[("", unix_seconds as f64)],
     );
     out
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Writes `text` to `path` atomically.

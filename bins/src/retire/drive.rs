@@ -229,7 +229,9 @@ pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Resu
     if let Some(path) = &args.metrics_file {
         metrics::write(path, &metrics::render(&total, Utc::now().timestamp()))?;
     }
-    Ok(if total.errored > 0 || total.refused > 0 {
+    Ok(if !total.services_down.is_empty() {
+        exit::SERVICE_DOWN
+    } else if total.errored > 0 || total.refused > 0 {
         exit::LEARNERS_FAILED
     } else {
         exit::OK
@@ -262,6 +264,13 @@ fn print_summary(summary: &RunSummary, json: bool) {
             ""
         }
     );
+    if !summary.services_down.is_empty() {
+        println!(
+            "DOWN: {} ({} learners left resumable; the next run probes again)",
+            summary.services_down.join(", "),
+            summary.deferred
+        );
+    }
     if !summary.errored_ids.is_empty() {
         let ids: Vec<String> = summary
             .errored_ids

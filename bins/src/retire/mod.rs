@@ -24,6 +24,8 @@ Exit status:
   2  bad usage or bad config: nothing was changed
   3  `run`: more learners queued than user_count_error_threshold (nothing was changed)
   4  `run`: finished, but at least one learner was set to ERRORED or refused
+  5  `run`: finished with a service endpoint still down; its learners wait, resumable
+     (the summary and the metrics name it; the next run probes it again)
 `retire learner` exits with tubular's statuses instead: 0, 255 (-1 setup), 254 (-2 end
 state), 253 (-3 working state), 252 (-4 error while retiring), 251 (-5 not found),
 250 (-6 unknown state), 249 (-7 bad config).";

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use retirement_core::{
-    Action, Actor, DriverOptions, Input, Machine, OnWorkingState, Outcome, Pipeline, Retirement,
-    RetirementId, SplitMix64,
+    Action, Actor, DriverOptions, ERRORED, Input, Machine, OnWorkingState, Outcome, Pipeline,
+    Retirement, RetirementId, SplitMix64,
 };
 use retirement_store::{Claimed, Lease, RetirementStore, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
+use super::breaker::{Admit, Breakers, Health};
 use super::retry::retrying;
 use super::{
     JITTER_SALT, LearnerReport, LearnerResult, RunObserver, RunOptions, RunSummary, Shared,
@@ -52,10 +54,11 @@ impl Shared {
 
     pub(super) async fn drive_claimed(&self, claimed: Claimed) -> LearnerReport {
         let Claimed {
-            retirement,
+            mut retirement,
             lease,
             resumes_working_state,
         } = claimed;
+        let id = retirement.id();
         let mut driver = self.options.driver.clone();
         driver.on_working_state = if resumes_working_state {
             OnWorkingState::Resume
@@ -63,7 +66,57 @@ impl Shared {
             OnWorkingState::Refuse
         };
         let mut lease = Some(lease);
-        let report = drive(self, &retirement, &mut lease, driver).await;
+        let mut spare = true;
+        let (mut calls, mut writes) = (0, 0);
+        let mut report = loop {
+            let (mut report, parked) =
+                match drive(self, &retirement, &mut lease, driver.clone(), spare).await {
+                    Turn::Ended(report) => (report, None),
+                    Turn::Parked {
+                        report,
+                        service,
+                        spared,
+                    } => (report, Some((service, spared))),
+                };
+            calls += report.calls;
+            writes += report.writes;
+            let Some((service, spared)) = parked else {
+                break report;
+            };
+            // An outage spares a learner ERRORED once per turn.
+            spare &= !spared;
+            match self.park(&service, id, &mut lease).await {
+                Parked::Resume => {}
+                Parked::GaveUp => {
+                    report.result = LearnerResult::Deferred;
+                    break report;
+                }
+                Parked::Stopped => {
+                    report.result = LearnerResult::Interrupted;
+                    break report;
+                }
+                Parked::LeaseLost => {
+                    report.result = LearnerResult::LeaseLost;
+                    report.outcome = Some(Outcome::LeaseLost);
+                    break report;
+                }
+            }
+            // The service is back: a fresh machine, with a fresh retry budget, resumes the
+            // learner where it stands (its working state: the step runs again).
+            let current = retrying(self, "read-back", None, None, || self.store.get(id)).await;
+            match current.result {
+                Ok(current) => retirement = current,
+                Err(e) => {
+                    tracing::warn!(retirement_id = id.0, error = %e, "reading a parked learner back failed; left resumable");
+                    report.result = LearnerResult::Deferred;
+                    break report;
+                }
+            }
+            driver.on_working_state = OnWorkingState::Resume;
+        };
+        report.calls = calls;
+        report.writes = writes;
+        self.breakers.forget_probe(id);
         // A learner that reached an end state had its lease ended by that write.
         let ended = matches!(
             report.outcome,
@@ -75,9 +128,55 @@ impl Shared {
             && let Err(e) = self.store.release(lease).await
         {
             // The lease runs out on its own; another worker then takes the learner.
-            tracing::debug!(retirement_id = retirement.id().0, error = %e, "releasing a lease failed");
+            tracing::debug!(retirement_id = id.0, error = %e, "releasing a lease failed");
         }
         report
+    }
+
+    /// Waits, holding the lease but no slot, until `service` admits the learner (it is back,
+    /// or this learner is to probe it), the patience runs out, shutdown, or the lease is lost.
+    async fn park(&self, service: &str, id: RetirementId, lease: &mut Option<Lease>) -> Parked {
+        use std::sync::atomic::Ordering;
+        self.parked.fetch_add(1, Ordering::SeqCst);
+        self.slots.notify_one();
+        tracing::debug!(retirement_id = id.0, service, "parked: the service is down");
+        let mut stop = self.stop.clone();
+        let patience = self.breakers.policy().patience;
+        let wake_for_lease = (self.options.lease_for / 2)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1));
+        let parked = loop {
+            if *stop.borrow() {
+                break Parked::Stopped;
+            }
+            // Listen before looking, so a change in between is not missed.
+            let changed = self.breakers.changes().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let now = Instant::now();
+            let (since, until) = match self.breakers.admit(service, id, now) {
+                Admit::Go => break Parked::Resume,
+                Admit::Wait { since, until } => (since, until),
+            };
+            let give_up = since + patience;
+            if now >= give_up {
+                break Parked::GaveUp;
+            }
+            let wake = until.min(give_up).min(now + wake_for_lease);
+            tokio::select! {
+                // In order, never at random: the same seed must run the same way.
+                biased;
+                () = tokio::time::sleep_until(wake) => {}
+                () = &mut changed => {}
+                _ = stop.changed() => {}
+            }
+            if !renew(self, lease).await {
+                break Parked::LeaseLost;
+            }
+        };
+        self.parked.fetch_sub(1, Ordering::SeqCst);
+        self.slots.notify_one();
+        parked
     }
 
     pub(super) fn stopping(&self) -> bool {
@@ -108,19 +207,59 @@ pub async fn retire_one(
         stop,
         leases: Mutex::new(HashMap::new()),
         jitter: Mutex::new(SplitMix64::new(options.seed ^ JITTER_SALT)),
+        breakers: Arc::new(Breakers::new(options.outage.clone())),
+        parked: Default::default(),
+        slots: tokio::sync::Notify::new(),
     };
     let mut driver = options.driver;
     driver.on_working_state = OnWorkingState::Refuse;
-    drive(&shared, retirement, &mut None, driver).await
+    // One learner: no outage handling (tubular's protocol; the caller retries the job).
+    match drive(&shared, retirement, &mut None, driver, false).await {
+        Turn::Ended(report) => report,
+        Turn::Parked { mut report, .. } => {
+            report.result = LearnerResult::Deferred;
+            report
+        }
+    }
 }
 
-/// Runs one learner's machine to its end.
+/// A breaker's key: the stage's endpoint (`LMS retirement_lms_retire`), so one broken
+/// endpoint of a service is told apart from the service's other endpoints that work.
+fn endpoint(stage: &retirement_core::Stage) -> String {
+    format!("{} {}", stage.service, stage.operation)
+}
+
+/// How [`Shared::park`] ended.
+enum Parked {
+    /// The service admits the learner: go on.
+    Resume,
+    /// The service stayed down past the patience.
+    GaveUp,
+    Stopped,
+    LeaseLost,
+}
+
+/// How one machine's run ended.
+enum Turn {
+    Ended(LearnerReport),
+    /// The next call's service is down: the learner waits (its calls and writes so far in
+    /// `report`). `spared`: it would have been set ERRORED, had the outage not explained it.
+    Parked {
+        report: LearnerReport,
+        service: String,
+        spared: bool,
+    },
+}
+
+/// Runs one learner's machine until it ends or parks on a down service. With `spare`, a
+/// failure that the service's outage explains parks the learner instead of ERRORED.
 async fn drive(
     shared: &Shared,
     retirement: &Retirement,
     lease: &mut Option<Lease>,
     driver: DriverOptions,
-) -> LearnerReport {
+    spare: bool,
+) -> Turn {
     let id = retirement.id();
     let seed = shared.options.seed ^ (id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut machine = Machine::start(
@@ -144,6 +283,8 @@ async fn drive(
         .iter()
         .map(|s| s.working_state.as_str())
         .collect();
+    // The stage whose last call failed (transport, 5xx, 429).
+    let mut failing: Option<usize> = None;
     loop {
         let Some(action) = machine.poll_action() else {
             // The machine always ends with Finish; this is a bug, not a learner's fault.
@@ -151,7 +292,7 @@ async fn drive(
                 retirement_id = id.0,
                 "the machine stopped without an outcome"
             );
-            return report;
+            return Turn::Ended(report);
         };
         let input = match action {
             Action::SkipStage { working_state, .. } => {
@@ -164,7 +305,22 @@ async fn drive(
             } => {
                 if shared.stopping() && working.contains(&new_state.as_str()) {
                     report.result = LearnerResult::Interrupted;
-                    return report;
+                    return Turn::Ended(report);
+                }
+                // Out of retries on a service that has answered nobody since: an outage,
+                // not this learner's failure.
+                if let Some(stage) = failing
+                    && spare
+                    && new_state == ERRORED
+                {
+                    let endpoint = endpoint(&shared.pipeline.stages()[stage]);
+                    if shared.breakers.outage_explains(&endpoint, Instant::now()) {
+                        return Turn::Parked {
+                            report,
+                            service: endpoint,
+                            spared: true,
+                        };
+                    }
                 }
                 if !renew(shared, lease).await {
                     Input::LeaseExpired
@@ -173,13 +329,30 @@ async fn drive(
                     write_state(shared, id, lease.as_ref(), &new_state, &response).await
                 }
             }
-            Action::Call { stage, .. } => {
+            Action::Call { stage: index, .. } => {
+                let stage = &shared.pipeline.stages()[index];
+                let endpoint = endpoint(stage);
+                if let Admit::Wait { .. } = shared.breakers.admit(&endpoint, id, Instant::now()) {
+                    return Turn::Parked {
+                        report,
+                        service: endpoint,
+                        spared: false,
+                    };
+                }
                 if !renew(shared, lease).await {
                     Input::LeaseExpired
                 } else {
                     report.calls += 1;
-                    let stage = &shared.pipeline.stages()[stage];
-                    shared.steps.call(stage, retirement, shared.now()).await
+                    let input = shared.steps.call(stage, retirement, shared.now()).await;
+                    if let Some(health) = Health::of(&input) {
+                        let now = Instant::now();
+                        shared.breakers.record(&endpoint, id, health, now);
+                        failing = match health {
+                            Health::Works => None,
+                            Health::Failing => Some(index),
+                        };
+                    }
+                    input
                 }
             }
             Action::RetryAt { at } => {
@@ -190,7 +363,7 @@ async fn drive(
                     // with its lease released, so the next run claims it and runs the step.
                     Wait::Stopped => {
                         report.result = LearnerResult::Interrupted;
-                        return report;
+                        return Turn::Ended(report);
                     }
                 }
             }
@@ -202,12 +375,12 @@ async fn drive(
                     _ => LearnerResult::Refused,
                 };
                 report.outcome = Some(outcome);
-                return report;
+                return Turn::Ended(report);
             }
         };
         if let Err(e) = machine.handle_input(shared.now(), input) {
             tracing::error!(retirement_id = id.0, error = %e, "the machine refused an input");
-            return report;
+            return Turn::Ended(report);
         }
     }
 }
@@ -264,6 +437,8 @@ async fn wait_until(shared: &Shared, lease: &mut Option<Lease>, at: DateTime<Utc
         let until = at.min(renew_at.max(now + TimeDelta::milliseconds(10)));
         let pause = (until - now).to_std().unwrap_or_default();
         tokio::select! {
+            // In order, never at random: the same seed must run the same way.
+            biased;
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => {}
         }

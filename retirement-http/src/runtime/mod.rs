@@ -18,6 +18,7 @@
 //! names no HTTP client): `options` (defaults), `report` (what a run says), `drive` (one
 //! learner's turn), `retry` (the store retry helper).
 
+mod breaker;
 mod drive;
 mod options;
 mod report;
@@ -34,10 +35,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use breaker::OutagePolicy;
 pub use drive::retire_one;
 pub use options::{RunOptions, default_store_retry, default_worker_id};
 pub use report::{LearnerReport, LearnerResult, NoObserver, RunError, RunObserver, RunSummary};
 
+use breaker::Breakers;
 use retry::retrying;
 
 /// Performs one stage's call for one learner and says what happened.
@@ -53,6 +56,8 @@ pub struct Runner {
     steps: Arc<dyn StepCaller>,
     pipeline: Arc<Pipeline>,
     options: RunOptions,
+    /// Per-service outage state; outlives one run (`--watch` passes).
+    breakers: Arc<Breakers>,
 }
 
 struct Shared {
@@ -65,6 +70,11 @@ struct Shared {
     leases: Mutex<HashMap<RetirementId, Lease>>,
     /// The jitter of store retries.
     jitter: Mutex<SplitMix64>,
+    breakers: Arc<Breakers>,
+    /// Learners parked on a down service: they hold a task but no slot.
+    parked: std::sync::atomic::AtomicUsize,
+    /// Wakes the claim loop when a learner parks or goes on.
+    slots: tokio::sync::Notify,
 }
 
 /// Keeps the store retries' jitter apart from the machines' (same seed).
@@ -78,11 +88,13 @@ impl Runner {
         pipeline: Arc<Pipeline>,
         options: RunOptions,
     ) -> Runner {
+        let breakers = Arc::new(Breakers::new(options.outage.clone()));
         Runner {
             store,
             steps,
             pipeline,
             options,
+            breakers,
         }
     }
 
@@ -127,7 +139,12 @@ impl Runner {
             stop: stop.clone(),
             leases: Mutex::new(HashMap::new()),
             jitter: Mutex::new(SplitMix64::new(self.options.seed ^ JITTER_SALT)),
+            breakers: self.breakers.clone(),
+            parked: Default::default(),
+            slots: tokio::sync::Notify::new(),
         });
+        // A service still down from an earlier pass is probed again at once.
+        self.breakers.new_run(Instant::now());
         let concurrency = self.options.concurrency.max(1);
         // Claim in batches once enough slots are free: fewer claim transactions at high
         // concurrency, and never a slot idle for long.
@@ -143,9 +160,23 @@ impl Runner {
                 .options
                 .limit
                 .map_or(usize::MAX, |l| l.saturating_sub(summary.claimed as usize));
-            let free = concurrency - tasks.len().min(concurrency);
+            // Parked learners hold a task but no slot, up to a bound.
+            let parked = shared
+                .parked
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .min(tasks.len());
+            let active = tasks.len() - parked;
+            let free = concurrency - active.min(concurrency);
             let want = free.min(limit_left);
-            if !stopping && !exhausted && want > 0 && (tasks.is_empty() || free >= batch_threshold)
+            // A service down past the patience ends the run's claims: the run winds down
+            // and says so.
+            let outage_over = self.breakers.down_past_patience(Instant::now());
+            if !stopping
+                && !exhausted
+                && !outage_over
+                && parked < concurrency * 4
+                && want > 0
+                && (active == 0 || free >= batch_threshold)
             {
                 let request = ClaimRequest::for_pipeline(
                     &self.pipeline,
@@ -186,7 +217,7 @@ impl Runner {
                 }
             }
             if tasks.is_empty() {
-                let done = stopping || exhausted || limit_left == 0;
+                let done = stopping || exhausted || outage_over || limit_left == 0;
                 if done {
                     break;
                 }
@@ -202,6 +233,8 @@ impl Runner {
                 }
             };
             tokio::select! {
+                // In order, never at random: the same seed must run the same way.
+                biased;
                 joined = tasks.join_next() => {
                     if let Some(report) = joined.and_then(|r| r.ok()) {
                         shared.untrack(report.retirement_id);
@@ -210,6 +243,7 @@ impl Runner {
                         observer.finished(&report);
                     }
                 }
+                () = shared.slots.notified() => {}
                 changed = stop_rx.changed(), if !stopping => {
                     if changed.is_err() || *stop_rx.borrow() {
                         stopping = true;
@@ -230,6 +264,10 @@ impl Runner {
             }
         }
         summary.shutdown = stopping;
+        summary.services_down = self.breakers.down_services();
+        if !summary.services_down.is_empty() {
+            tracing::warn!(services = ?summary.services_down, deferred = summary.deferred, "run ends with services down: their learners wait, resumable");
+        }
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(summary)
     }
@@ -250,6 +288,13 @@ fn log_report(report: &LearnerReport) {
             // The first line is the status line; the body stays in the store's log.
             let headline = message.lines().next().unwrap_or_default();
             tracing::warn!(retirement_id = id, retired_username = user, state = %state, error = %headline, "learner set to ERRORED; `retire status` shows the response");
+        }
+        (LearnerResult::Deferred, _) => {
+            tracing::info!(
+                retirement_id = id,
+                retired_username = user,
+                "its next step's service is down: left resumable for a later run"
+            );
         }
         (LearnerResult::Interrupted, _) => {
             tracing::info!(

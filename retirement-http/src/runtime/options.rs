@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use retirement_core::{DriverOptions, RetryPolicy};
 
+use super::breaker::OutagePolicy;
 use crate::clock::{Clock, SystemClock};
 
 /// How a [`Runner`] works. Defaults are stated per field.
@@ -31,6 +32,9 @@ pub struct RunOptions {
     /// 5xx) are retried: backoff with full jitter within the policy's budget (default 100 ms
     /// doubling to 5 s, 60 s in all), then the learner is given up on (claims: the run stops).
     pub store_retry: RetryPolicy,
+    /// When a service counts as down, how it is probed, and how long learners wait for it
+    /// (see [`OutagePolicy`]'s defaults).
+    pub outage: OutagePolicy,
     /// The wall clock (default the system's; a simulation's follows tokio's paused clock).
     /// Every wait goes through tokio's timers.
     pub clock: Arc<dyn Clock>,
@@ -59,6 +63,7 @@ impl Default for RunOptions {
             seed: 0x5eed,
             shutdown_grace: Duration::from_secs(30),
             store_retry: default_store_retry(),
+            outage: OutagePolicy::default(),
             clock: Arc::new(SystemClock),
         }
     }

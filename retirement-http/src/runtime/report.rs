@@ -19,6 +19,9 @@ pub enum LearnerResult {
     LeaseLost,
     /// Stopped by shutdown between stages; resumed by the next run.
     Interrupted,
+    /// Its next step's service was down for longer than the run's patience: left in its
+    /// state with its lease released, resumed by a later run.
+    Deferred,
 }
 
 /// One learner's turn, for progress and summaries (no PII).
@@ -63,6 +66,10 @@ pub struct RunSummary {
     pub lease_lost: u64,
     /// Learners stopped by shutdown (resumed by the next run).
     pub interrupted: u64,
+    /// Learners left resumable because their next step's service was down.
+    pub deferred: u64,
+    /// Services down when the run ended (their learners wait, resumable).
+    pub services_down: Vec<String>,
     /// Service calls made.
     pub calls: u64,
     /// State writes made.
@@ -88,6 +95,7 @@ impl RunSummary {
             LearnerResult::Refused => self.refused += 1,
             LearnerResult::LeaseLost => self.lease_lost += 1,
             LearnerResult::Interrupted => self.interrupted += 1,
+            LearnerResult::Deferred => self.deferred += 1,
         }
     }
 
@@ -99,6 +107,9 @@ impl RunSummary {
         self.refused += other.refused;
         self.lease_lost += other.lease_lost;
         self.interrupted += other.interrupted;
+        self.deferred += other.deferred;
+        // What is down now is what the latest pass saw.
+        self.services_down = other.services_down.clone();
         self.calls += other.calls;
         self.writes += other.writes;
         self.shutdown |= other.shutdown;

@@ -68,6 +68,8 @@ where
         match stop.as_deref_mut() {
             Some(stop) => {
                 tokio::select! {
+                    // In order, never at random: the same seed must run the same way.
+                    biased;
                     () = pause => {}
                     _ = stop.wait_for(|s| *s) => {
                         return Retried { result: Err(error), retries: attempts.made() - 1, stopped: true };

@@ -59,6 +59,18 @@ pub(crate) struct Scenario {
     pub(crate) lms_hang: f64,
     /// Crashes: the runner is dropped this long after its process started.
     pub(crate) crashes: Vec<Duration>,
+    /// One service down for a while, then back: (stage, from, for how long, resets or 503s).
+    pub(crate) outage: Option<Outage>,
+}
+
+/// A service down for a while: every call of `stage` fails from `from` for `length`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outage {
+    pub(crate) stage: usize,
+    pub(crate) from: Duration,
+    pub(crate) length: Duration,
+    /// Connections broken off (else 503s).
+    pub(crate) resets: bool,
 }
 
 impl Scenario {
@@ -88,6 +100,18 @@ impl Scenario {
         } else {
             (0.0, 0.0, 0.0)
         };
+        // A quarter of the seeds have an outage (and no other fault that could ERROR).
+        let outage = (pick(4) == 0).then(|| Outage {
+            stage: pick(6) as usize,
+            from: Duration::from_millis(pick(3_000)),
+            length: Duration::from_secs(1 + pick(2_400)),
+            resets: pick(2) == 0,
+        });
+        let (step_5xx, step_hang) = if outage.is_some() {
+            (0.0, 0.0)
+        } else {
+            (step_5xx, step_hang)
+        };
         let crashes = match pick(3) {
             0 => Vec::new(),
             n => (0..n + pick(2))
@@ -106,6 +130,7 @@ impl Scenario {
             lms_lost_ack,
             lms_hang,
             crashes,
+            outage,
         }
     }
 
@@ -134,12 +159,38 @@ pub(crate) struct SimReport {
 /// Runs one seed on its own paused current-thread runtime.
 pub(crate) fn run_seed(seed: u64) -> SimReport {
     let scenario = Scenario::from_seed(seed);
+    // The runtime's own log, for a reproduced seed (no wall time: the clock is simulated).
+    let _log = std::env::var_os("RETIREMENT_SIM_LOG").map(|_| {
+        tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .without_time()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_test_writer()
+                .finish(),
+        )
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a current-thread runtime");
     runtime.block_on(simulate(scenario))
+}
+
+/// [`run_seed`] on its own thread, failing the test if the seed has not finished after a
+/// minute of real time (a task spinning without yielding to the paused clock).
+fn run_seed_watched(seed: u64) -> SimReport {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run_seed(seed));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(report) => report,
+        Err(e) => panic!(
+            "seed {seed} did not finish within a minute of real time ({e}): {:?}",
+            Scenario::from_seed(seed)
+        ),
+    }
 }
 
 /// A fixed start, so every seed's times (and digest) are the same on every machine and day.
@@ -174,7 +225,9 @@ fn clients(fake: &FakeEdx) -> Arc<ServiceClients> {
     )
 }
 
-fn set_faults(fake: &FakeEdx, s: &Scenario, pipeline: &Pipeline) {
+/// Sets every path's faults; returns each step path's mix (to restore after an outage).
+fn set_faults(fake: &FakeEdx, s: &Scenario, pipeline: &Pipeline) -> Vec<(String, Vec<Fault>)> {
+    let mut step_mixes = Vec::new();
     let latency = |ms: u64, rate: f64| Fault {
         latency: Duration::from_millis(ms),
         rate,
@@ -216,7 +269,8 @@ fn set_faults(fake: &FakeEdx, s: &Scenario, pipeline: &Pipeline) {
         mix.push(latency(5, 0.3));
         mix.push(latency(20, 0.3));
         mix.push(latency(40, 0.3));
-        fake.set_fault_mix(&path, mix);
+        fake.set_fault_mix(&path, mix.clone());
+        step_mixes.push((path, mix));
     }
     if s.backend == Backend::Lms {
         let mut update = Vec::new();
@@ -263,6 +317,7 @@ fn set_faults(fake: &FakeEdx, s: &Scenario, pipeline: &Pipeline) {
         queue.push(latency(80, 0.4));
         fake.set_fault_mix(QUEUE_PATH, queue);
     }
+    step_mixes
 }
 
 async fn simulate(s: Scenario) -> SimReport {
@@ -307,7 +362,23 @@ async fn simulate(s: Scenario) -> SimReport {
         ..FakeConfig::default()
     });
     fake.clock().follow(clock.clone());
-    set_faults(&fake, &s, &pipeline);
+    let step_mixes = set_faults(&fake, &s, &pipeline);
+    let fake = Arc::new(fake);
+    if let Some(outage) = s.outage {
+        let (path, mix) = step_mixes[outage.stage].clone();
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(outage.from).await;
+            let down = Fault {
+                status: (!outage.resets).then_some(503),
+                reset: outage.resets,
+                ..Fault::default()
+            };
+            fake.set_fault(&path, Some(down));
+            tokio::time::sleep(outage.length).await;
+            fake.set_fault_mix(&path, mix);
+        });
+    }
 
     let lease_for = TimeDelta::minutes(2);
     let mut summaries: Vec<RunSummary> = Vec::new();
@@ -367,7 +438,7 @@ async fn simulate(s: Scenario) -> SimReport {
         if open == 0 {
             break;
         }
-        if processes > 12 + s.crashes.len() {
+        if processes > 16 + s.crashes.len() {
             violations.push(format!(
                 "{open} learners still open after {processes} processes"
             ));
@@ -596,7 +667,7 @@ fn every_seed_keeps_every_promise() {
     let (mut completed, mut errored, mut processes, mut simulated) = (0, 0, 0, Duration::ZERO);
     let seeds = seeds();
     for &seed in &seeds {
-        let report = run_seed(seed);
+        let report = run_seed_watched(seed);
         completed += report.completed;
         errored += report.errored;
         processes += report.processes;
