@@ -16,6 +16,7 @@ use retirement_core::{
     Stage, StateTable,
 };
 use retirement_http::GenericService;
+use retirement_http::runtime::OutagePolicy;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -108,6 +109,24 @@ pub struct RetryConfig {
     pub gateway_timeout_retries: Option<u32>,
 }
 
+/// How `retire run` tells a service outage from a learner's failure (defaults are
+/// `OutagePolicy`'s: 5 learners, 5 s, 300 s, 900 s, 60 s).
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct OutageConfig {
+    /// Different learners failing in a row on one endpoint that make it down (5).
+    pub learners_to_open: Option<usize>,
+    /// The wait before the first probe of a down endpoint; doubles per failed probe (5).
+    pub first_probe_after_seconds: Option<f64>,
+    /// The longest wait between probes (300).
+    pub max_probe_interval_seconds: Option<f64>,
+    /// How long learners wait for a down endpoint before the run ends, exit 5 (900).
+    pub patience_seconds: Option<f64>,
+    /// A learner out of retries on an endpoint nobody succeeded on for this long is spared
+    /// ERRORED (60).
+    pub quiet_seconds: Option<f64>,
+}
+
 /// Retired-identifier settings (upstream's `RETIRED_USER_SALTS`, `RETIRED_USERNAME_PREFIX`,
 /// `RETIRED_EMAIL_DOMAIN`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -161,6 +180,8 @@ pub struct Config {
     pub max_concurrent_per_service: usize,
     /// Stage retry rules.
     pub retry: RetryConfig,
+    /// Outage detection and waiting.
+    pub outage: OutageConfig,
     /// Retired-identifier salts and format.
     pub retired_id: RetiredIdKeys,
     /// The state table `retire states sync` installs (default: derived from the pipeline).
@@ -192,6 +213,7 @@ impl Default for Config {
             rate_limits: BTreeMap::new(),
             max_concurrent_per_service: 16,
             retry: RetryConfig::default(),
+            outage: OutageConfig::default(),
             retired_id: RetiredIdKeys::default(),
             retirement_states: None,
             services: Vec::new(),
@@ -292,6 +314,7 @@ impl Config {
                     config.max_concurrent_per_service = typed(k, value, &error)?
                 }
                 "retry" => config.retry = typed(k, value, &error)?,
+                "outage" => config.outage = typed(k, value, &error)?,
                 "retired_id" => config.retired_id = typed(k, value, &error)?,
                 "retirement_states" => config.retirement_states = Some(typed(k, value, &error)?),
                 "services" => config.services = typed(k, value, &error)?,
@@ -361,6 +384,7 @@ impl Config {
                 .map_err(|m| error(Some("retirement_pipeline"), m))?;
         }
         self.retry_policy().map_err(|m| error(Some("retry"), m))?;
+        self.outage_policy().map_err(|m| error(Some("outage"), m))?;
         if !self.retired_id.salts.is_empty() {
             self.retired_ids()
                 .map_err(|m| error(Some("retired_id"), m))?;
@@ -436,6 +460,35 @@ impl Config {
         }
         if let Some(v) = r.gateway_timeout_retries {
             policy.gateway_timeout_retries = v;
+        }
+        Ok(policy)
+    }
+
+    /// The outage policy: `OutagePolicy`'s defaults with the config's values over them.
+    pub fn outage_policy(&self) -> Result<OutagePolicy, String> {
+        let mut policy = OutagePolicy::default();
+        let o = &self.outage;
+        let seconds = |name: &str, v: f64| -> Result<Duration, String> {
+            Duration::try_from_secs_f64(v)
+                .map_err(|_| format!("{name} must be a non-negative number of seconds"))
+        };
+        if let Some(n) = o.learners_to_open {
+            if n == 0 {
+                return Err("learners_to_open must be at least 1".into());
+            }
+            policy.learners_to_open = n;
+        }
+        if let Some(v) = o.first_probe_after_seconds {
+            policy.first_probe_after = seconds("first_probe_after_seconds", v)?;
+        }
+        if let Some(v) = o.max_probe_interval_seconds {
+            policy.max_probe_interval = seconds("max_probe_interval_seconds", v)?;
+        }
+        if let Some(v) = o.patience_seconds {
+            policy.patience = seconds("patience_seconds", v)?;
+        }
+        if let Some(v) = o.quiet_seconds {
+            policy.quiet_for = seconds("quiet_seconds", v)?;
         }
         Ok(policy)
     }

@@ -112,6 +112,9 @@ fn run_options(config: &Config, args: &RunArgs) -> Result<RunOptions, CliError> 
     let retry = config
         .retry_policy()
         .map_err(|m| config.error("retry", m))?;
+    let outage = config
+        .outage_policy()
+        .map_err(|m| config.error("outage", m))?;
     let cool_off_days = args.cool_off_days.unwrap_or(config.cool_off_days);
     if cool_off_days < 0 {
         return Err(CliError::Usage(
@@ -133,6 +136,7 @@ fn run_options(config: &Config, args: &RunArgs) -> Result<RunOptions, CliError> 
         },
         seed: random_u64(),
         shutdown_grace: args.grace,
+        outage,
         ..RunOptions::default()
     })
 }

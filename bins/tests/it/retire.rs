@@ -858,8 +858,8 @@ async fn status_output_and_help_texts() {
     world.fake.set_fault(
         STEP_PATHS[4],
         Some(Fault {
-            status: Some(503),
-            body: Some("misc service down".into()),
+            status: Some(422),
+            body: Some("misc service refuses this learner".into()),
             ..Fault::default()
         }),
     );
@@ -894,5 +894,56 @@ async fn status_output_and_help_texts() {
     insta::assert_snapshot!("retire_run_help", help(&["run", "--help"]));
     insta::assert_snapshot!("retire_learner_help", help(&["learner", "--help"]));
     insta::assert_snapshot!("retire_cleanup_help", help(&["cleanup", "--help"]));
+    world.finish().await;
+}
+
+/// Issue 13: an endpoint that answers nobody is an outage, not every learner's failure. The
+/// run parks the learners that reach it, ends after the patience with the endpoint named and
+/// exit status 5, and a run after the endpoint is back completes everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_defers_learners_instead_of_erroring_them() {
+    let mut world = World::new("outage").await;
+    let learners = world.seed(12).await;
+    std::fs::write(
+        &world.config,
+        tubular_yaml(
+            &world.fake.base_url(),
+            &format!(
+                "store: {}\nretry:\n  initial_backoff_seconds: 0.05\n  budget_seconds: 1\noutage:\n  first_probe_after_seconds: 0.2\n  patience_seconds: 2\n",
+                world.url
+            ),
+        ),
+    )
+    .unwrap();
+    world.fake.set_fault(
+        STEP_PATHS[1],
+        Some(Fault {
+            status: Some(503),
+            ..Fault::default()
+        }),
+    );
+    let down = world.retire(&["run", "--concurrency", "4"]);
+    assert_eq!(down.code, Some(5), "{}\n{}", down.stdout, down.stderr);
+    assert!(down.stdout.contains("errored 0"), "{}", down.stdout);
+    assert!(
+        down.stdout.contains("DOWN: ECOMMERCE retire_learner"),
+        "{}",
+        down.stdout
+    );
+    for l in &learners {
+        let state = world.state_of(&l.username).await;
+        assert!(
+            ["PENDING", "FORUMS_COMPLETE", "RETIRING_ECOM"].contains(&state.as_str()),
+            "{state}"
+        );
+    }
+    // The endpoint is back: the next run completes everyone, each step once more at most.
+    world.fake.set_fault(STEP_PATHS[1], None);
+    let back = world.retire(&["run", "--concurrency", "4"]);
+    assert_eq!(back.code, Some(0), "{}\n{}", back.stdout, back.stderr);
+    for l in &learners {
+        assert_eq!(world.state_of(&l.username).await, "COMPLETE");
+    }
+    assert!(world.fake.overlaps().is_empty());
     world.finish().await;
 }

@@ -89,6 +89,7 @@ impl Shared {
                 Parked::Resume => {}
                 Parked::GaveUp => {
                     report.result = LearnerResult::Deferred;
+                    report.waiting_on = Some(service);
                     break report;
                 }
                 Parked::Stopped => {
@@ -109,6 +110,7 @@ impl Shared {
                 Err(e) => {
                     tracing::warn!(retirement_id = id.0, error = %e, "reading a parked learner back failed; left resumable");
                     report.result = LearnerResult::Deferred;
+                    report.waiting_on = Some(service);
                     break report;
                 }
             }
@@ -216,8 +218,13 @@ pub async fn retire_one(
     // One learner: no outage handling (tubular's protocol; the caller retries the job).
     match drive(&shared, retirement, &mut None, driver, false).await {
         Turn::Ended(report) => report,
-        Turn::Parked { mut report, .. } => {
+        Turn::Parked {
+            mut report,
+            service,
+            ..
+        } => {
             report.result = LearnerResult::Deferred;
+            report.waiting_on = Some(service);
             report
         }
     }
@@ -276,6 +283,7 @@ async fn drive(
         outcome: None,
         calls: 0,
         writes: 0,
+        waiting_on: None,
     };
     let working: Vec<&str> = shared
         .pipeline

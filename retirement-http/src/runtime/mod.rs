@@ -264,7 +264,6 @@ impl Runner {
             }
         }
         summary.shutdown = stopping;
-        summary.services_down = self.breakers.down_services();
         if !summary.services_down.is_empty() {
             tracing::warn!(services = ?summary.services_down, deferred = summary.deferred, "run ends with services down: their learners wait, resumable");
         }

@@ -39,6 +39,9 @@ pub struct LearnerReport {
     pub calls: u64,
     /// State writes made.
     pub writes: u64,
+    /// The endpoint (`SERVICE operation`) a deferred learner waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_on: Option<String>,
 }
 
 impl LearnerReport {
@@ -68,7 +71,8 @@ pub struct RunSummary {
     pub interrupted: u64,
     /// Learners left resumable because their next step's service was down.
     pub deferred: u64,
-    /// Services down when the run ended (their learners wait, resumable).
+    /// Endpoints (`SERVICE operation`) still down when the run ended, with learners waiting
+    /// on them, resumable (sorted).
     pub services_down: Vec<String>,
     /// Service calls made.
     pub calls: u64,
@@ -95,7 +99,15 @@ impl RunSummary {
             LearnerResult::Refused => self.refused += 1,
             LearnerResult::LeaseLost => self.lease_lost += 1,
             LearnerResult::Interrupted => self.interrupted += 1,
-            LearnerResult::Deferred => self.deferred += 1,
+            LearnerResult::Deferred => {
+                self.deferred += 1;
+                if let Some(endpoint) = &report.waiting_on
+                    && !self.services_down.contains(endpoint)
+                {
+                    self.services_down.push(endpoint.clone());
+                    self.services_down.sort();
+                }
+            }
         }
     }
 
