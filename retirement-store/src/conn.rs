@@ -29,6 +29,40 @@ pub(crate) enum Blocking {
     Inline,
 }
 
+/// A blocking-pool task that is never left running when its future is dropped (a request
+/// cancelled mid-statement): the drop waits for it, because the connection it holds must be
+/// free for the next statement (diesel-async's own wrapper does the same).
+struct Finishing<R> {
+    joined: tokio::task::JoinHandle<R>,
+    finished: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl<R> Future for Finishing<R> {
+    type Output = std::result::Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let polled = std::pin::Pin::new(&mut self.joined).poll(cx);
+        if polled.is_ready() {
+            self.finished = None;
+        }
+        polled.map(|joined| joined.map_err(|e| Box::new(e) as _))
+    }
+}
+
+impl<R> Drop for Finishing<R> {
+    fn drop(&mut self) {
+        if let Some(finished) = self.finished.take()
+            && !self.joined.is_finished()
+        {
+            // Returns once the task dropped its sender, i.e. finished.
+            let _ = finished.recv();
+        }
+    }
+}
+
 impl diesel_async::sync_connection_wrapper::SpawnBlocking for Blocking {
     fn spawn_blocking<'a, R>(
         &mut self,
@@ -49,8 +83,17 @@ impl diesel_async::sync_connection_wrapper::SpawnBlocking for Blocking {
     {
         match self {
             Blocking::Pool(handle) => {
-                let joined = handle.spawn_blocking(task);
-                Box::pin(async move { joined.await.map_err(|e| Box::new(e) as _) })
+                // The task holds the sender: it is dropped, and `Finishing`'s drop wakes, when
+                // the task is done.
+                let (running, finished) = std::sync::mpsc::channel::<()>();
+                let joined = handle.spawn_blocking(move || {
+                    let _running = running;
+                    task()
+                });
+                Box::pin(Finishing {
+                    joined,
+                    finished: Some(finished),
+                })
             }
             Blocking::Inline => {
                 let done = task();

@@ -122,3 +122,42 @@ fn transient_errors_are_the_ones_worth_retrying() {
         "a lost lease must stop the worker, not be retried"
     );
 }
+
+/// A SQLite call dropped mid-statement (a cancelled request, a timeout) leaves the connection
+/// usable: the next call must not find it still held by the abandoned statement (found by
+/// `chaos kill`: diesel-async panicked "Cannot access shared transaction state").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_call_dropped_mid_statement_leaves_the_connection_usable() {
+    use crate::{DieselStore, RetirementStore, StoreOptions};
+    let dir = std::env::temp_dir().join(format!("store-cancel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("cancel.db").display());
+    let store = DieselStore::open(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+        .sync_states(
+            &[
+                "PENDING".into(),
+                "ERRORED".into(),
+                "ABORTED".into(),
+                "COMPLETE".into(),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    let states: Vec<String> = ["PENDING", "ERRORED", "ABORTED", "COMPLETE"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for _ in 0..300 {
+        // Dropped right after its first poll, while its transaction runs on the blocking pool.
+        let _ =
+            tokio::time::timeout(std::time::Duration::ZERO, store.sync_states(&states, true)).await;
+        let plan = store.sync_states(&states, true).await.unwrap();
+        assert!(plan.added.is_empty());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
