@@ -21,19 +21,14 @@ use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
 use retirement_store::testdb::TestDatabase;
 use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
 
+/// The six-stage example's step paths, in stage order (one list, from the catalog).
+static STEP_PATHS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(retirement_http::fake::six_stage_step_paths);
+
 /// The LMS status API paths that get the added latency with `--store lms`.
 const STATUS_PATHS: [&str; 2] = [
     "/api/user/v1/accounts/update_retirement_status/",
     "/api/user/v1/accounts/retirement_queue/",
-];
-
-const STEP_PATHS: [&str; 6] = [
-    "/api/discussion/v1/accounts/retire_forum/",
-    "/api/v2/user/retire/",
-    "/api/enrollment/v1/unenroll/",
-    "/api/edxnotes/v1/retire_user/",
-    "/api/user/v1/accounts/retire_misc/",
-    "/api/user/v1/accounts/retire/",
 ];
 
 fn retire_binary() -> PathBuf {
@@ -149,7 +144,11 @@ async fn main() {
         .await
         .unwrap();
         let slow: &[&str] = if lms { &STATUS_PATHS } else { &[] };
-        for path in STEP_PATHS.iter().chain(slow) {
+        for path in STEP_PATHS
+            .iter()
+            .map(String::as_str)
+            .chain(slow.iter().copied())
+        {
             fake.set_fault(
                 path,
                 Some(Fault {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery};
+use axum::extract::{Form, Path, Query};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -214,6 +214,23 @@ impl Drop for FakeEdx {
             server.abort();
         }
     }
+}
+
+/// The path each stage of `pipeline` calls (`/api/…/`), from the catalog, in stage order: the
+/// one list the tests, the simulation, the chaos runs and the benches check calls against.
+/// Stages outside the catalog (generic or built-in services) are left out.
+pub fn step_paths(pipeline: &retirement_core::Pipeline) -> Vec<String> {
+    pipeline
+        .stages()
+        .iter()
+        .filter_map(|stage| catalog::find(&stage.service, &stage.operation))
+        .map(|op| format!("/{}", op.path))
+        .collect()
+}
+
+/// The six-stage example pipeline's step paths ([`step_paths`]).
+pub fn six_stage_step_paths() -> Vec<String> {
+    step_paths(&retirement_core::Pipeline::six_stage_example().1)
 }
 
 /// The base URL of an in-process fake (never resolved: its requests never leave the process).
@@ -476,8 +493,10 @@ impl FakeState {
     }
 }
 
-async fn issue_token(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
-    let form: HashMap<String, String> = serde_urlencoded_pairs(&body);
+async fn issue_token(
+    State(state): State<Arc<FakeState>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let ok = form.get("grant_type").map(String::as_str) == Some("client_credentials")
         && form.get("client_id") == Some(&state.config.client_id)
         && form.get("client_secret") == Some(&state.config.client_secret)
@@ -501,39 +520,6 @@ async fn issue_token(State(state): State<Arc<FakeState>>, body: Bytes) -> Respon
         "token_type": "JWT",
     }))
     .into_response()
-}
-
-/// `a=b&c=d` → map (the token form has no repeated keys).
-fn serde_urlencoded_pairs(body: &[u8]) -> HashMap<String, String> {
-    let text = String::from_utf8_lossy(body);
-    text.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Decrements a learner's in-flight count however the handler ends (a client that times out
@@ -858,18 +844,11 @@ fn lms_gate(
     state.config.lms_store.clone().ok_or(StatusCode::NOT_FOUND)
 }
 
-fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
-    raw.unwrap_or_default()
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
-
 async fn lms_queue(
     State(state): State<Arc<FakeState>>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    // A list of pairs: `states` repeats.
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let store = match lms_gate(
         &state,
@@ -880,7 +859,6 @@ async fn lms_queue(
         Ok(store) => store,
         Err(code) => return code.into_response(),
     };
-    let pairs = query_pairs(raw);
     let Some(days) = pairs
         .iter()
         .find(|(k, _)| k == "cool_off_days")
@@ -919,7 +897,7 @@ async fn lms_queue(
 async fn lms_by_date(
     State(state): State<Arc<FakeState>>,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Response {
     let store = match lms_gate(
         &state,
@@ -930,7 +908,6 @@ async fn lms_by_date(
         Ok(store) => store,
         Err(code) => return code.into_response(),
     };
-    let pairs = query_pairs(raw);
     let get = |name: &str| {
         pairs
             .iter()

@@ -9,15 +9,9 @@ use retirement_store::RetirementStore;
 
 use crate::world::World;
 
-/// The paths of the six-stage example's calls, in stage order.
-pub(crate) const STEP_PATHS: [&str; 6] = [
-    "/api/discussion/v1/accounts/retire_forum/",
-    "/api/v2/user/retire/",
-    "/api/enrollment/v1/unenroll/",
-    "/api/edxnotes/v1/retire_user/",
-    "/api/user/v1/accounts/retire_misc/",
-    "/api/user/v1/accounts/retire/",
-];
+/// The six-stage example's step paths, in stage order (one list, from the catalog).
+pub(crate) static STEP_PATHS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(retirement_http::fake::six_stage_step_paths);
 
 /// What a run may end in.
 #[derive(Clone, Copy, PartialEq)]
@@ -94,7 +88,7 @@ pub(crate) async fn check_learners(
     let working_of_path: HashMap<&str, &str> = STEP_PATHS
         .iter()
         .zip(SIX_STAGE_EXAMPLE.iter())
-        .map(|(p, [w, ..])| (*p, *w))
+        .map(|(p, [w, ..])| (p.as_str(), *w))
         .collect();
     // (original username, path) → calls, and the state each call arrived in.
     let mut calls: HashMap<(String, String), usize> = HashMap::new();

@@ -284,7 +284,7 @@ async fn in_world(
 
 /// Adds `ms` of latency to every step call.
 fn add_latency(world: &World, ms: u64) {
-    for path in STEP_PATHS {
+    for path in STEP_PATHS.iter() {
         world.fake.set_fault(path, Some(latency(ms)));
     }
 }
@@ -382,7 +382,7 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
         driver_url: None,
         },
         async |world: &mut World| {
-    for path in STEP_PATHS {
+    for path in STEP_PATHS.iter() {
         world.fake.set_fault_mix(
             path,
             vec![

@@ -16,15 +16,9 @@ use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions
 
 pub(crate) const SALT: &str = "it-salt";
 
-/// The paths of the six-stage example's calls, in stage order.
-const STEP_PATHS: [&str; 6] = [
-    "/api/discussion/v1/accounts/retire_forum/",
-    "/api/v2/user/retire/",
-    "/api/enrollment/v1/unenroll/",
-    "/api/edxnotes/v1/retire_user/",
-    "/api/user/v1/accounts/retire_misc/",
-    "/api/user/v1/accounts/retire/",
-];
+/// The six-stage example's step paths, in stage order (one list, from the catalog).
+static STEP_PATHS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(retirement_http::fake::six_stage_step_paths);
 
 pub(crate) struct Output {
     pub(crate) stdout: String,
@@ -199,7 +193,7 @@ impl World {
 }
 
 fn slow_steps(fake: &FakeEdx, latency: Duration) {
-    for path in STEP_PATHS {
+    for path in STEP_PATHS.iter() {
         fake.set_fault(
             path,
             Some(Fault {
@@ -235,7 +229,7 @@ async fn run_retires_everyone_through_every_stage() {
     }
     let calls = world.step_calls();
     for l in &learners {
-        for path in STEP_PATHS {
+        for path in STEP_PATHS.iter() {
             assert_eq!(
                 calls.get(&(l.username.clone(), path.to_owned())),
                 Some(&1),
@@ -256,7 +250,7 @@ async fn a_failing_stage_errors_the_learner_and_reset_resumes_it_at_that_stage()
     let mut world = World::new("errored").await;
     let learners = world.seed(3).await;
     world.fake.set_fault(
-        STEP_PATHS[2],
+        &STEP_PATHS[2],
         Some(Fault {
             status: Some(400),
             body: Some("enrollment service refuses: course locked".into()),
@@ -287,7 +281,7 @@ async fn a_failing_stage_errors_the_learner_and_reset_resumes_it_at_that_stage()
     );
 
     // Fix the cause, reset to the state before the failed step, run again.
-    world.fake.set_fault(STEP_PATHS[2], None);
+    world.fake.set_fault(&STEP_PATHS[2], None);
     let reset = world.retire(&[
         "reset",
         &first.username,
@@ -322,8 +316,8 @@ async fn a_failing_stage_errors_the_learner_and_reset_resumes_it_at_that_stage()
         after.get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
     };
     // Forums and ecommerce were done: not called again. Enrollments onwards ran once.
-    assert_eq!(delta(STEP_PATHS[0]), 0);
-    assert_eq!(delta(STEP_PATHS[1]), 0);
+    assert_eq!(delta(&STEP_PATHS[0]), 0);
+    assert_eq!(delta(&STEP_PATHS[1]), 0);
     for path in &STEP_PATHS[2..] {
         assert_eq!(delta(path), 1, "{path}");
     }
@@ -387,7 +381,7 @@ async fn rerun_moves_complete_learners_back_and_every_step_runs_again() {
     let calls = world.step_calls();
     for l in &learners {
         assert_eq!(world.state_of(&l.username).await, "COMPLETE");
-        for path in STEP_PATHS {
+        for path in STEP_PATHS.iter() {
             assert_eq!(calls.get(&(l.username.clone(), path.to_owned())), Some(&2));
         }
     }
@@ -736,7 +730,7 @@ async fn sigterm_mid_run_then_run_again_completes_everyone_with_no_step_skipped(
     let calls = world.step_calls();
     for l in &learners {
         assert_eq!(world.state_of(&l.username).await, "COMPLETE");
-        for path in STEP_PATHS {
+        for path in STEP_PATHS.iter() {
             assert!(
                 calls
                     .get(&(l.username.clone(), path.to_owned()))
@@ -794,7 +788,7 @@ async fn two_workers_on_one_postgres_store_never_overlap() {
     let calls = world.step_calls();
     for l in &learners {
         assert_eq!(world.state_of(&l.username).await, "COMPLETE");
-        for path in STEP_PATHS {
+        for path in STEP_PATHS.iter() {
             assert_eq!(calls.get(&(l.username.clone(), path.to_owned())), Some(&1));
         }
     }
@@ -807,7 +801,7 @@ async fn no_log_line_of_a_200_learner_run_holds_personal_data() {
     let learners = world.seed(200).await;
     // Some failures too, so error paths log as well.
     world.fake.set_fault(
-        STEP_PATHS[3],
+        &STEP_PATHS[3],
         Some(Fault {
             status: Some(500),
             rate: 0.1,
@@ -856,7 +850,7 @@ async fn status_output_and_help_texts() {
     let mut world = World::new("status").await;
     let learners = world.seed(1).await;
     world.fake.set_fault(
-        STEP_PATHS[4],
+        &STEP_PATHS[4],
         Some(Fault {
             status: Some(422),
             body: Some("misc service refuses this learner".into()),
@@ -916,7 +910,7 @@ async fn an_outage_defers_learners_instead_of_erroring_them() {
     )
     .unwrap();
     world.fake.set_fault(
-        STEP_PATHS[1],
+        &STEP_PATHS[1],
         Some(Fault {
             status: Some(503),
             ..Fault::default()
@@ -938,7 +932,7 @@ async fn an_outage_defers_learners_instead_of_erroring_them() {
         );
     }
     // The endpoint is back: the next run completes everyone, each step once more at most.
-    world.fake.set_fault(STEP_PATHS[1], None);
+    world.fake.set_fault(&STEP_PATHS[1], None);
     let back = world.retire(&["run", "--concurrency", "4"]);
     assert_eq!(back.code, Some(0), "{}\n{}", back.stdout, back.stderr);
     for l in &learners {

@@ -104,7 +104,7 @@ impl Shared {
             }
             // The service is back: a fresh machine, with a fresh retry budget, resumes the
             // learner where it stands (its working state: the step runs again).
-            let current = retrying(self, "read-back", None, None, || self.store.get(id)).await;
+            let current = retrying(self, "read-back", None, || self.store.get(id)).await;
             match current.result {
                 Ok(current) => retirement = current,
                 Err(e) => {
@@ -404,7 +404,7 @@ async fn renew(shared: &Shared, lease: &mut Option<Lease>) -> bool {
     }
     let until = now + shared.options.lease_for;
     // Retried only while the lease still holds: after that another worker may have it.
-    let renewed = retrying(shared, "lease renewal", Some(current.expires), None, || {
+    let renewed = retrying(shared, "lease renewal", Some(current.expires), || {
         shared.store.heartbeat(current, until)
     })
     .await;
@@ -467,7 +467,7 @@ async fn write_state(
     new_state: &str,
     response: &str,
 ) -> Input {
-    let written = retrying(shared, "state write", None, None, || {
+    let written = retrying(shared, "state write", None, || {
         shared
             .store
             .advance(id, lease, new_state, response, Actor::Driver, shared.now())
@@ -495,7 +495,7 @@ async fn write_state(
 
 /// Whether the learner is in `state`, reading it back through transient failures.
 async fn already_in(shared: &Shared, id: RetirementId, state: &str) -> bool {
-    let current = retrying(shared, "read-back", None, None, || shared.store.get(id)).await;
+    let current = retrying(shared, "read-back", None, || shared.store.get(id)).await;
     current
         .result
         .is_ok_and(|current| current.current_state() == state)

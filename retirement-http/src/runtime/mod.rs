@@ -25,12 +25,13 @@ mod report;
 mod retry;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use retirement_core::{Input, Outcome, Pipeline, Retirement, RetirementId, SplitMix64, Stage};
-use retirement_store::{ClaimRequest, Lease, QueueQuery, RetirementStore};
+use retirement_store::{ClaimRequest, Claimed, Lease, QueueQuery, RetirementStore};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -146,37 +147,65 @@ impl Runner {
         // A service still down from an earlier pass is probed again at once.
         self.breakers.new_run(Instant::now());
         let concurrency = self.options.concurrency.max(1);
-        // Claim in batches once enough slots are free: fewer claim transactions at high
-        // concurrency, and never a slot idle for long.
+        // Claim in batches once enough room is free: fewer claim transactions at high
+        // concurrency. A claim runs beside the learners (never while every slot waits on it)
+        // and claims a few ahead, so a slot that frees starts its next learner at once.
         let batch_threshold = (concurrency / 8).max(1);
+        let prefetch = batch_threshold;
         let mut summary = RunSummary::default();
         let mut tasks: JoinSet<LearnerReport> = JoinSet::new();
+        let mut ready: std::collections::VecDeque<Claimed> = Default::default();
+        let mut claiming: Option<ClaimFuture> = None;
         let mut stop_rx = stop;
         let mut stopping = *stop_rx.borrow();
         let mut exhausted = false;
         let mut deadline: Option<Instant> = None;
         loop {
-            let limit_left = self
-                .options
-                .limit
-                .map_or(usize::MAX, |l| l.saturating_sub(summary.claimed as usize));
             // Parked learners hold a task but no slot, up to a bound.
             let parked = shared
                 .parked
                 .load(std::sync::atomic::Ordering::SeqCst)
                 .min(tasks.len());
-            let active = tasks.len() - parked;
-            let free = concurrency - active.min(concurrency);
-            let want = free.min(limit_left);
+            let mut active = tasks.len() - parked;
+            // A learner claimed ahead that waited too long for a slot (every slot busy with
+            // long retries) goes back: its lease is not renewed while it waits.
+            let stale_after = shared.now() + self.options.lease_for / 2;
+            if ready.iter().any(|c| c.lease.expires < stale_after) {
+                let (fresh, stale): (Vec<Claimed>, Vec<Claimed>) = ready
+                    .drain(..)
+                    .partition(|c| c.lease.expires >= stale_after);
+                ready.extend(fresh);
+                for learner in stale {
+                    shared.untrack(learner.lease.retirement_id);
+                    summary.claimed -= 1;
+                    let _ = self.store.release(&learner.lease).await;
+                }
+                exhausted = false;
+            }
+            while active < concurrency
+                && !stopping
+                && let Some(learner) = ready.pop_front()
+            {
+                let shared = shared.clone();
+                tasks.spawn(async move { shared.drive_claimed(learner).await });
+                active += 1;
+            }
+            let limit_left = self
+                .options
+                .limit
+                .map_or(usize::MAX, |l| l.saturating_sub(summary.claimed as usize));
+            let room = (concurrency + prefetch).saturating_sub(active + ready.len());
+            let want = room.min(limit_left);
             // A service down past the patience ends the run's claims: the run winds down
             // and says so.
             let outage_over = self.breakers.down_past_patience(Instant::now());
-            if !stopping
+            if claiming.is_none()
+                && !stopping
                 && !exhausted
                 && !outage_over
                 && parked < concurrency * 4
                 && want > 0
-                && (active == 0 || free >= batch_threshold)
+                && (active == 0 || room >= batch_threshold)
             {
                 let request = ClaimRequest::for_pipeline(
                     &self.pipeline,
@@ -185,38 +214,16 @@ impl Runner {
                     self.options.lease_for,
                     self.options.cool_off_days,
                 );
-                let claim = retrying(&shared, "claim", None, Some(&mut stop_rx), || {
-                    self.store.claim(&request, shared.now())
-                })
-                .await;
-                match claim.result {
-                    Ok(claimed) => {
-                        if claimed.len() < want {
-                            exhausted = true;
-                        }
-                        summary.claimed += claimed.len() as u64;
-                        if !claimed.is_empty() {
-                            observer.claimed(claimed.len());
-                            tracing::debug!(count = claimed.len(), "claimed learners");
-                        }
-                        for learner in claimed {
-                            shared.track(&learner.lease);
-                            let shared = shared.clone();
-                            tasks.spawn(async move { shared.drive_claimed(learner).await });
-                        }
-                    }
-                    Err(_) if claim.stopped => {
-                        stopping = true;
-                        continue;
-                    }
-                    Err(e) => {
-                        // Let the learners in hand finish before reporting the failure.
-                        shared.drain(&mut tasks, &mut summary, &*observer).await;
-                        return Err(e.into());
-                    }
-                }
+                let shared = shared.clone();
+                claiming = Some(Box::pin(async move {
+                    let claimed = retrying(&shared, "claim", None, || {
+                        shared.store.claim(&request, shared.now())
+                    })
+                    .await;
+                    (want, claimed.result)
+                }));
             }
-            if tasks.is_empty() {
+            if tasks.is_empty() && ready.is_empty() && claiming.is_none() {
                 let done = stopping || exhausted || outage_over || limit_left == 0;
                 if done {
                     break;
@@ -232,10 +239,41 @@ impl Runner {
                     None => std::future::pending().await,
                 }
             };
+            let claim_done = async {
+                match claiming.as_mut() {
+                    Some(claim) => claim.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 // In order, never at random: the same seed must run the same way.
                 biased;
-                joined = tasks.join_next() => {
+                (wanted, claimed) = claim_done => {
+                    claiming = None;
+                    match claimed {
+                        Ok(claimed) => {
+                            if claimed.len() < wanted {
+                                exhausted = true;
+                            }
+                            summary.claimed += claimed.len() as u64;
+                            if !claimed.is_empty() {
+                                observer.claimed(claimed.len());
+                                tracing::debug!(count = claimed.len(), "claimed learners");
+                            }
+                            for learner in claimed {
+                                shared.track(&learner.lease);
+                                ready.push_back(learner);
+                            }
+                        }
+                        Err(e) => {
+                            // Let the learners in hand finish before reporting the failure.
+                            shared.drain(&mut tasks, &mut summary, &*observer).await;
+                            release_unstarted(&shared, &mut ready, &mut summary).await;
+                            return Err(e.into());
+                        }
+                    }
+                }
+                joined = tasks.join_next(), if !tasks.is_empty() => {
                     if let Some(report) = joined.and_then(|r| r.ok()) {
                         shared.untrack(report.retirement_id);
                         log_report(&report);
@@ -254,13 +292,27 @@ impl Runner {
                     tracing::warn!(busy = tasks.len(), "shutdown grace period over: dropping busy learners and releasing their leases");
                     tasks.abort_all();
                     while tasks.join_next().await.is_some() {}
+                    // A claim still on its way is let finish, so its leases can be released.
+                    if let Some(claim) = claiming.take()
+                        && let (_, Ok(claimed)) = claim.await
+                    {
+                        summary.claimed += claimed.len() as u64;
+                        for learner in claimed {
+                            shared.track(&learner.lease);
+                            ready.push_back(learner);
+                        }
+                    }
                     let leftover: Vec<Lease> = shared.leases.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, l)| l).collect();
                     for lease in leftover {
                         summary.interrupted += 1;
                         let _ = self.store.release(&lease).await;
                     }
+                    ready.clear();
                     break;
                 }
+            }
+            if stopping && !ready.is_empty() {
+                release_unstarted(&shared, &mut ready, &mut summary).await;
             }
         }
         summary.shutdown = stopping;
@@ -269,6 +321,25 @@ impl Runner {
         }
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(summary)
+    }
+}
+
+/// A claim on its way: how many were wanted, and what the store answered.
+type ClaimFuture = std::pin::Pin<
+    Box<dyn Future<Output = (usize, Result<Vec<Claimed>, retirement_store::StoreError>)> + Send>,
+>;
+
+/// Releases the leases of claimed learners never started (shutdown, or a failed run): the next
+/// run takes them at once.
+async fn release_unstarted(
+    shared: &Shared,
+    ready: &mut std::collections::VecDeque<Claimed>,
+    summary: &mut RunSummary,
+) {
+    for learner in ready.drain(..) {
+        shared.untrack(learner.lease.retirement_id);
+        summary.interrupted += 1;
+        let _ = shared.store.release(&learner.lease).await;
     }
 }
 

@@ -6,7 +6,6 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use retirement_core::{Attempts, Verdict};
 use retirement_store::StoreError;
-use tokio::sync::watch;
 
 use super::Shared;
 
@@ -15,19 +14,15 @@ pub(super) struct Retried<T> {
     pub(super) result: Result<T, StoreError>,
     /// Attempts after the first.
     pub(super) retries: u32,
-    /// Shutdown was asked for while waiting to retry.
-    pub(super) stopped: bool,
 }
 
 /// Runs a store call, retrying transient failures with [`RunOptions::store_retry`]'s backoff
 /// (full jitter) on tokio's clock, until it succeeds, fails for good, the policy's budget is
-/// spent, the next try would fall after `until` (a lease's end), or — when `stop` is given —
-/// shutdown is asked for.
+/// spent, or the next try would fall after `until` (a lease's end).
 pub(super) async fn retrying<T, F, Fut>(
     shared: &Shared,
     what: &'static str,
     until: Option<DateTime<Utc>>,
-    mut stop: Option<&mut watch::Receiver<bool>>,
     mut call: F,
 ) -> Retried<T>
 where
@@ -42,7 +37,6 @@ where
                 return Retried {
                     result: Ok(value),
                     retries: attempts.made() - 1,
-                    stopped: false,
                 };
             }
             Err(e) => e,
@@ -60,23 +54,9 @@ where
             return Retried {
                 result: Err(error),
                 retries: attempts.made() - 1,
-                stopped: false,
             };
         };
         tracing::warn!(error = %error, attempt = attempts.made(), "{what} failed; retrying");
-        let pause = tokio::time::sleep((at - now).to_std().unwrap_or_default());
-        match stop.as_deref_mut() {
-            Some(stop) => {
-                tokio::select! {
-                    // In order, never at random: the same seed must run the same way.
-                    biased;
-                    () = pause => {}
-                    _ = stop.wait_for(|s| *s) => {
-                        return Retried { result: Err(error), retries: attempts.made() - 1, stopped: true };
-                    }
-                }
-            }
-            None => pause.await,
-        }
+        tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
     }
 }
