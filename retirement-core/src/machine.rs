@@ -532,17 +532,8 @@ impl<R: RandomSource> Machine<R> {
                 match next {
                     Some(until) => self.wait(stage, attempts, until),
                     None => {
-                        let stage_def = &self.pipeline.stages()[stage];
-                        let text = format!(
-                            "{} error for {} {} ({}):\n{}",
-                            transport_kind_label(kind),
-                            stage_def.service,
-                            stage_def.operation,
-                            attempts_label(&attempts),
-                            message
-                        );
-                        let state = self.stage_working(stage);
-                        self.fail(state, text);
+                        let what = format!("{} error for", transport_kind_label(kind));
+                        self.fail_stage(stage, &what, &attempts, &message);
                     }
                 }
                 Ok(())
@@ -568,17 +559,12 @@ impl<R: RandomSource> Machine<R> {
                 match next {
                     Some(until) => self.wait(stage, attempts, until),
                     None => {
-                        let stage_def = &self.pipeline.stages()[stage];
-                        let text = format!(
-                            "{} failure in {} {} ({}):\n{}",
-                            if transient { "Transient" } else { "Permanent" },
-                            stage_def.service,
-                            stage_def.operation,
-                            attempts_label(&attempts),
-                            message
-                        );
-                        let state = self.stage_working(stage);
-                        self.fail(state, text);
+                        let what = if transient {
+                            "Transient failure in"
+                        } else {
+                            "Permanent failure in"
+                        };
+                        self.fail_stage(stage, what, &attempts, &message);
                     }
                 }
                 Ok(())
@@ -700,6 +686,19 @@ impl<R: RandomSource> Machine<R> {
             s.operation,
             attempts_label(attempts),
             self.logged_body(body)
+        );
+        let state = self.stage_working(stage);
+        self.fail(state, text);
+    }
+
+    /// ERRORED in `stage`'s working state: `<what> SERVICE operation (N attempts):\n<detail>`.
+    fn fail_stage(&mut self, stage: usize, what: &str, attempts: &Attempts, detail: &str) {
+        let stage_def = &self.pipeline.stages()[stage];
+        let text = format!(
+            "{what} {} {} ({}):\n{detail}",
+            stage_def.service,
+            stage_def.operation,
+            attempts_label(attempts),
         );
         let state = self.stage_working(stage);
         self.fail(state, text);

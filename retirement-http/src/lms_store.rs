@@ -328,11 +328,16 @@ impl LmsStore {
         if let Some(limit) = query.limit {
             params.push(("limit", limit.to_string()));
         }
+        self.list("retirement_queue", &params).await
+    }
+
+    /// A GET of a status list endpoint: the statuses, or the LMS's refusal.
+    async fn list(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Vec<Retirement>> {
         let (status, body) = self
             .request(
                 reqwest::Method::GET,
-                &format!("{ACCOUNTS}/retirement_queue/"),
-                &params,
+                &format!("{ACCOUNTS}/{endpoint}/"),
+                params,
                 None,
             )
             .await?;
@@ -475,21 +480,11 @@ impl RetirementStore for LmsStore {
         window: &StateWindow,
         _now: DateTime<Utc>,
     ) -> Result<Vec<Retirement>> {
-        let (status, body) = self
-            .request(
-                reqwest::Method::GET,
-                &format!("{ACCOUNTS}/retirements_by_status_and_date/"),
-                &Self::window_query(window),
-                None,
-            )
-            .await?;
-        if status != 200 {
-            return Err(StoreError::Lms {
-                status,
-                message: message_of(&body),
-            });
-        }
-        self.parse_list(&body)
+        self.list(
+            "retirements_by_status_and_date",
+            &Self::window_query(window),
+        )
+        .await
     }
 
     async fn advance(

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +11,7 @@ use crate::catalog;
 use retirement_store::RetirementStore;
 
 use super::faults::broken_answer;
+use super::tokens::authorised;
 use super::*;
 
 /// Decrements a learner's in-flight count however the handler ends (a client that times out
@@ -63,18 +62,7 @@ pub(super) async fn step(State(state): State<Arc<FakeState>>, request: Request) 
         };
 
     // Authentication: a live token issued by this fake.
-    let authorised = record
-        .authorization
-        .as_deref()
-        .and_then(|h| h.strip_prefix("JWT "))
-        .is_some_and(|token| {
-            state
-                .lock()
-                .tokens
-                .get(token)
-                .is_some_and(|expires| *expires > Instant::now())
-        });
-    if !authorised {
+    if !authorised(&state, &parts.headers) {
         return respond(
             &state,
             record,

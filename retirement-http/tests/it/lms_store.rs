@@ -372,9 +372,8 @@ async fn a_write_whose_acknowledgement_was_lost_is_not_a_lost_lease() {
             ..Fault::default()
         }),
     );
-    let lost = s
-        .lms
-        .advance(
+    let start_stage = || {
+        s.lms.advance(
             lease.retirement_id,
             Some(&lease),
             working,
@@ -382,24 +381,15 @@ async fn a_write_whose_acknowledgement_was_lost_is_not_a_lost_lease() {
             Actor::Driver,
             Utc::now(),
         )
-        .await;
+    };
+    let lost = start_stage().await;
     assert!(
         lost.as_ref().is_err_and(StoreError::is_transient),
         "{lost:?}"
     );
     s.world.fake.set_fault(UPDATE_PATH, None);
-    // The retry is refused by the LMS (the move is already there): the write stands.
-    let retried = s
-        .lms
-        .advance(
-            lease.retirement_id,
-            Some(&lease),
-            working,
-            "Starting",
-            Actor::Driver,
-            Utc::now(),
-        )
-        .await;
+    // The move is already there: the retry looks first and stands as written, unrefused.
+    let retried = start_stage().await;
     assert!(retried.is_ok(), "{retried:?}");
     // And the learner is still this process's: no listing hands it out again.
     let again = s
