@@ -1,4 +1,4 @@
-//! `cargo xtask chaos kill|faults|workers|db|all [--short] [--seed N]`: the crash, fault and
+//! `cargo xtask chaos kill|faults|outage|workers|db|all [--short] [--seed N]`: the crash, fault and
 //! concurrency runs of issue 7. Each starts the real `retire` binary (found next to this
 //! example's directory) against the fake edX on loopback, breaks something at seeded random
 //! moments, then checks the promises against the store, the fake's record of every call and
@@ -7,6 +7,8 @@
 //! - `kill`: `retire run --concurrency 32` SIGKILLed at least 20 times, restarted until the
 //!   queue is empty; on the SQLite, PostgreSQL and LMS-backed stores.
 //! - `faults`: 5xx on 10% of calls, hangs on 2%, connection resets on 1%.
+//! - `outage`: ECOMMERCE answers 503 to everyone for a while, then comes back: no ERRORED,
+//!   everyone COMPLETE in one run.
 //! - `workers`: 4 `retire run` processes on one PostgreSQL store, then one MariaDB store.
 //! - `db`: a TCP proxy between the driver and PostgreSQL cuts every connection at seeded
 //!   random moments.
@@ -93,14 +95,14 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--seed takes a number")?
             }
-            "kill" | "faults" | "workers" | "db" | "all" if args.command.is_empty() => {
+            "kill" | "faults" | "outage" | "workers" | "db" | "all" if args.command.is_empty() => {
                 args.command = arg
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if args.command.is_empty() {
-        return Err("usage: chaos kill|faults|workers|db|all [--short] [--seed N]".into());
+        return Err("usage: chaos kill|faults|outage|workers|db|all [--short] [--seed N]".into());
     }
     if !args.binary.exists() {
         return Err(format!(
@@ -135,6 +137,7 @@ async fn main() -> ExitCode {
         ("kill", Backend::Postgres(args.postgres.clone())),
         ("kill", Backend::Lms),
         ("faults", Backend::Sqlite),
+        ("outage", Backend::Sqlite),
         ("workers", Backend::Postgres(args.postgres.clone())),
         ("workers", Backend::Mysql(args.mysql.clone())),
         ("db", Backend::Postgres(args.postgres.clone())),
@@ -148,6 +151,7 @@ async fn main() -> ExitCode {
         let result = match name {
             "kill" => kill(&args, backend).await,
             "faults" => faults(&args, backend).await,
+            "outage" => outage(&args, backend).await,
             "workers" => workers(&args, backend).await,
             _ => db(&args, backend).await,
         };
@@ -452,6 +456,69 @@ async fn faults(args: &Args, backend: Backend) -> Result<(), String> {
     }
     Ok(figures)
     })
+    .await
+}
+
+// ----- outage -----
+
+/// Issue 13: ECOMMERCE answers 503 to everyone for a while, then comes back. The run parks the
+/// learners that reach it (no ERRORED), probes, and completes everyone once it is back.
+async fn outage(args: &Args, backend: Backend) -> Result<(), String> {
+    let learners = args.scale.fault_learners();
+    let down_for = Duration::from_secs(if args.scale.short { 3 } else { 10 });
+    in_world(
+        args,
+        WorldOptions {
+            name: "outage",
+            backend,
+            learners,
+            extra_yaml: "retry:\n  initial_backoff_seconds: 0.05\n  max_backoff_seconds: 0.2\n  \
+                 budget_seconds: 1\noutage:\n  first_probe_after_seconds: 0.5\n  \
+                 max_probe_interval_seconds: 1\n  patience_seconds: 120\n"
+                .to_owned(),
+            driver_url: None,
+        },
+        async |world: &mut World| {
+            add_latency(world, 5);
+            let path = &STEP_PATHS[1];
+            world.fake.set_fault_mix(
+                path,
+                vec![
+                    Fault {
+                        status: Some(503),
+                        body: Some("ecommerce is down".into()),
+                        until: Some(tokio::time::Instant::now() + down_for),
+                        ..Fault::default()
+                    },
+                    latency(5),
+                ],
+            );
+            let started = Instant::now();
+            let (code, stdout) = world.run(&args.binary, &["run", "--concurrency", "16", "--json"])?;
+            let wall = started.elapsed().as_secs_f64();
+            let refused = world
+                .fake
+                .calls()
+                .iter()
+                .filter(|c| c.path == *path && c.status == 503)
+                .count();
+            println!(
+                "   ECOMMERCE down for {:.0} s ({refused} calls answered 503); `retire run` exited {code} after {wall:.1} s",
+                down_for.as_secs_f64()
+            );
+            let mut figures = check_learners(world, Ending::AllComplete, &[]).await;
+            if code != 0 {
+                figures.violate(format!("`retire run` exited {code}, not 0"));
+            }
+            if summary_field(&stdout, "errored") != 0 || summary_field(&stdout, "deferred") != 0 {
+                figures.violate(format!("the summary has ERRORED or deferred learners: {stdout}"));
+            }
+            if refused == 0 {
+                figures.violate("the outage was never met".into());
+            }
+            Ok(figures)
+        },
+    )
     .await
 }
 

@@ -56,6 +56,9 @@ pub struct Fault {
     /// Apply the fault to this share of calls only (0 < rate ≤ 1; 0 means always), drawn from
     /// the fake's seeded generator.
     pub rate: f64,
+    /// The fault ends at this instant of tokio's clock (a service down for a while, then
+    /// back); `None`: it lasts until cleared.
+    pub until: Option<Instant>,
 }
 
 /// One recorded call.
@@ -428,7 +431,16 @@ impl FakeState {
 
     /// The fault this call of `path` meets, if any: one seeded draw picks at most one.
     fn pick_fault(&self, path: &str) -> Option<Fault> {
-        let faults = self.lock().faults.get(path).cloned().unwrap_or_default();
+        let now = Instant::now();
+        let faults: Vec<Fault> = self
+            .lock()
+            .faults
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.until.is_none_or(|end| now < end))
+            .collect();
         if faults.iter().all(|f| f.rate <= 0.0) {
             return faults.into_iter().next();
         }
