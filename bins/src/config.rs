@@ -122,8 +122,8 @@ pub struct OutageConfig {
     pub max_probe_interval_seconds: Option<f64>,
     /// How long learners wait for a down endpoint before the run ends, exit 5 (900).
     pub patience_seconds: Option<f64>,
-    /// A learner out of retries on an endpoint nobody succeeded on for this long is spared
-    /// ERRORED (60).
+    /// A learner out of retries on an endpoint that answered nobody for this long while it was
+    /// failing there is spared ERRORED (60).
     pub quiet_seconds: Option<f64>,
 }
 

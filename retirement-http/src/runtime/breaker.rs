@@ -3,8 +3,8 @@
 //!
 //! A service is **down** when its calls fail for transport reasons, 5xx or 429 for several
 //! different learners in a row with no success between them, or when a learner has run out of
-//! retries on it and nobody's call has succeeded there for [`OutagePolicy::quiet_for`] (so a
-//! run at concurrency 1 sees an outage too). While a service is down the runtime starts no
+//! retries on it and nobody's call succeeded there for [`OutagePolicy::quiet_for`] at some
+//! point while it was failing (so a run at concurrency 1 sees an outage too). While a service is down the runtime starts no
 //! call on it: the learners that reach it are parked, holding their leases but no slot, and
 //! one of them probes it after a wait that doubles from [`OutagePolicy::first_probe_after`] up
 //! to [`OutagePolicy::max_probe_interval`]. The first probe that gets any answer of the
@@ -38,8 +38,8 @@ pub struct OutagePolicy {
     /// How long a learner waits for a down service before its turn ends, resumable
     /// (default 15 minutes; the run then reports the service as down).
     pub patience: Duration,
-    /// A learner out of retries on a service that has answered nobody successfully for this
-    /// long is spared ERRORED: the service is down (default 60 s).
+    /// A learner out of retries on a service that answered nobody successfully for this long
+    /// while it was failing there is spared ERRORED: the service is down (default 60 s).
     pub quiet_for: Duration,
 }
 
@@ -111,17 +111,49 @@ enum State {
 #[derive(Debug)]
 struct Breaker {
     state: State,
+    /// When this breaker first saw a call (a silence can start no earlier).
+    seen_since: Instant,
     last_success: Option<Instant>,
+    /// The latest stretches of at least `quiet_for` without any success, oldest first.
+    silences: std::collections::VecDeque<(Instant, Instant)>,
 }
 
-impl Default for Breaker {
-    fn default() -> Breaker {
+/// Silences kept per endpoint: enough to cover a retry budget's worth of outages.
+const SILENCES_KEPT: usize = 64;
+
+impl Breaker {
+    fn new(now: Instant) -> Breaker {
         Breaker {
             state: State::Up {
                 failing: Vec::new(),
             },
+            seen_since: now,
             last_success: None,
+            silences: Default::default(),
         }
+    }
+
+    /// Notes a success at `now`, and the silence it ends if that lasted `quiet_for`.
+    fn succeeded(&mut self, now: Instant, quiet_for: Duration) {
+        let since = self.last_success.unwrap_or(self.seen_since);
+        if now.duration_since(since) >= quiet_for {
+            self.silences.push_back((since, now));
+            if self.silences.len() > SILENCES_KEPT {
+                self.silences.pop_front();
+            }
+        }
+        self.last_success = Some(now);
+    }
+
+    /// Whether a silence of `quiet_for` overlapped `from..to`, the one going on now included.
+    fn silent_during(&self, from: Instant, to: Instant, now: Instant, quiet_for: Duration) -> bool {
+        let since = self.last_success.unwrap_or(self.seen_since);
+        let ongoing = (now.duration_since(since) >= quiet_for).then_some((since, now));
+        self.silences
+            .iter()
+            .copied()
+            .chain(ongoing)
+            .any(|(start, end)| start < to && end > from)
     }
 }
 
@@ -151,7 +183,9 @@ impl Breakers {
 
     fn with<T>(&self, service: &str, f: impl FnOnce(&mut Breaker) -> T) -> T {
         let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        f(services.entry(service.to_owned()).or_default())
+        f(services
+            .entry(service.to_owned())
+            .or_insert_with(|| Breaker::new(Instant::now())))
     }
 
     fn notify(&self) {
@@ -204,7 +238,7 @@ impl Breakers {
         let changed = self.with(service, |b| match (&mut b.state, health) {
             (_, Health::Works) => {
                 let was_down = matches!(b.state, State::Down { .. });
-                b.last_success = Some(now);
+                b.succeeded(now, self.policy.quiet_for);
                 b.state = State::Up {
                     failing: Vec::new(),
                 };
@@ -259,17 +293,22 @@ impl Breakers {
         }
     }
 
-    /// A learner ran out of retries on `service`: when no call has succeeded there for
-    /// [`OutagePolicy::quiet_for`], the service is down (not the learner's fault) and this
-    /// opens its breaker. Returns whether it did (or it already was down).
-    pub(super) fn outage_explains(&self, service: &str, now: Instant) -> bool {
+    /// A learner ran out of retries on `service`, failing there from `streak_started` to its
+    /// last call, started at `attempt_started`: when the endpoint answered nobody successfully
+    /// for [`OutagePolicy::quiet_for`] at some point in that stretch, an outage explains the
+    /// failure (not the learner's fault) and this opens its breaker. Returns whether it did
+    /// (or it already was down).
+    pub(super) fn outage_explains(
+        &self,
+        service: &str,
+        streak_started: Instant,
+        attempt_started: Instant,
+    ) -> bool {
         let first = self.policy.first_probe_after;
         let quiet_for = self.policy.quiet_for;
+        let now = Instant::now();
         let (explained, changed) = self.with(service, |b| {
-            if b
-                .last_success
-                .is_some_and(|at| now.duration_since(at) < quiet_for)
-            {
+            if !b.silent_during(streak_started, attempt_started, now, quiet_for) {
                 return (false, false);
             }
             match &mut b.state {

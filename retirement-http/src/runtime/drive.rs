@@ -291,8 +291,9 @@ async fn drive(
         .iter()
         .map(|s| s.working_state.as_str())
         .collect();
-    // The stage whose last call failed (transport, 5xx, 429).
-    let mut failing: Option<usize> = None;
+    // The stage whose calls have failed (transport, 5xx, 429) since its last success: when the
+    // first of them and the last one started.
+    let mut failing: Option<(usize, Instant, Instant)> = None;
     loop {
         let Some(action) = machine.poll_action() else {
             // The machine always ends with Finish; this is a bug, not a learner's fault.
@@ -317,12 +318,15 @@ async fn drive(
                 }
                 // Out of retries on a service that has answered nobody since: an outage,
                 // not this learner's failure.
-                if let Some(stage) = failing
+                if let Some((stage, streak_started, attempt_started)) = failing
                     && spare
                     && new_state == ERRORED
                 {
                     let endpoint = endpoint(&shared.pipeline.stages()[stage]);
-                    if shared.breakers.outage_explains(&endpoint, Instant::now()) {
+                    if shared
+                        .breakers
+                        .outage_explains(&endpoint, streak_started, attempt_started)
+                    {
                         return Turn::Parked {
                             report,
                             service: endpoint,
@@ -351,13 +355,18 @@ async fn drive(
                     Input::LeaseExpired
                 } else {
                     report.calls += 1;
+                    let started = Instant::now();
                     let input = shared.steps.call(stage, retirement, shared.now()).await;
                     if let Some(health) = Health::of(&input) {
-                        let now = Instant::now();
-                        shared.breakers.record(&endpoint, id, health, now);
+                        shared
+                            .breakers
+                            .record(&endpoint, id, health, Instant::now());
                         failing = match health {
                             Health::Works => None,
-                            Health::Failing => Some(index),
+                            Health::Failing => match failing {
+                                Some((i, streak, _)) if i == index => Some((i, streak, started)),
+                                _ => Some((index, started, started)),
+                            },
                         };
                     }
                     input
