@@ -135,8 +135,10 @@ impl Breaker {
 
     /// Notes a success at `now`, and the silence it ends if that lasted `quiet_for`.
     fn succeeded(&mut self, now: Instant, quiet_for: Duration) {
+        // Until its first success an endpoint counts as silent however long that was: it has
+        // not shown that it works.
         let since = self.last_success.unwrap_or(self.seen_since);
-        if now.duration_since(since) >= quiet_for {
+        if self.last_success.is_none() || now.duration_since(since) >= quiet_for {
             self.silences.push_back((since, now));
             if self.silences.len() > SILENCES_KEPT {
                 self.silences.pop_front();
@@ -148,7 +150,8 @@ impl Breaker {
     /// Whether a silence of `quiet_for` overlapped `from..to`, the one going on now included.
     fn silent_during(&self, from: Instant, to: Instant, now: Instant, quiet_for: Duration) -> bool {
         let since = self.last_success.unwrap_or(self.seen_since);
-        let ongoing = (now.duration_since(since) >= quiet_for).then_some((since, now));
+        let ongoing = (self.last_success.is_none() || now.duration_since(since) >= quiet_for)
+            .then_some((since, now));
         self.silences
             .iter()
             .copied()
