@@ -47,6 +47,8 @@ impl DieselStore {
             retirement_statuses.current_state,
             retirement_statuses.last_state,
             retirement_statuses.lease_owner,
+            retirement_leases.owner,
+            retirement_leases.state,
             retirement_log.from_state,
             retirement_log.to_state,
             retirement_log.actor,

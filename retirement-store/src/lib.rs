@@ -12,6 +12,9 @@
 //!   sets owner, expiry and a new attempt number; every write-back carries the [`Lease`] and
 //!   fails with [`StoreError::LeaseLost`] once the attempt moved on. No transaction is held
 //!   open across a remote call.
+//! - [`LeaseTable`] keeps the same fenced leases apart from the states, for the LMS-backed
+//!   store in `retirement-http`: several driver hosts share one table while the LMS holds
+//!   the states.
 //! - The assignment tables ([`DieselStore::import_assignments`],
 //!   [`DieselStore::expire_assignments`], …) stream with keyset pagination and scrub PII from
 //!   every table that held it, history included.
@@ -30,6 +33,7 @@ mod claim;
 mod conn;
 mod diesel_store;
 mod error;
+mod lease_table;
 mod retirements;
 mod rows;
 mod schema;
@@ -46,6 +50,7 @@ pub use assignments::{
 pub use conn::{BackendKind, StoreOptions};
 pub use diesel_store::DieselStore;
 pub use error::{Result, StoreError};
+pub use lease_table::{Acquired, LeaseTable};
 pub use retirement_core;
 pub use retirements::{
     ClaimRequest, Claimed, Lease, MoveTarget, NewRetirement, QueueQuery, RetirementStore,

@@ -105,7 +105,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retirement_leases (retirement_id) {
+        retirement_id -> BigInt,
+        owner -> Nullable<Text>,
+        attempt -> BigInt,
+        expires -> Nullable<BigInt>,
+        state -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    retirement_leases,
     retirement_states,
     retirement_statuses,
     retirement_log,

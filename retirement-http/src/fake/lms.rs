@@ -29,6 +29,7 @@ pub(super) fn lms_gate(
         body: serde_json::Value::Null,
         status: 0,
         learner_state: None,
+        user_agent: header(headers, "user-agent"),
     });
     if !authorised(state, headers) {
         return Err(StatusCode::UNAUTHORIZED);

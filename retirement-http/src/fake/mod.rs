@@ -80,6 +80,10 @@ pub struct RecordedCall {
     /// call naming a learner the store knows): what the chaos runs check each call against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub learner_state: Option<String>,
+    /// The `User-Agent` header: `retire` names its worker there, so a run with several
+    /// workers can tell who called (left out of snapshots: it carries the version).
+    #[serde(skip)]
+    pub user_agent: Option<String>,
 }
 
 /// How the fake is set up. `Debug` leaves the client secret out.

@@ -48,6 +48,7 @@ pub(super) async fn step(State(state): State<Arc<FakeState>>, request: Request) 
         body: json.clone(),
         status: 0,
         learner_state: None,
+        user_agent: header(&parts.headers, "user-agent"),
     };
     let respond =
         |state: &FakeState, mut record: RecordedCall, status: u16, body: serde_json::Value| {

@@ -40,6 +40,8 @@ const QUEUE_PATH: &str = "/api/user/v1/accounts/retirement_queue/";
 pub(crate) enum Backend {
     Sqlite,
     Lms,
+    /// Several hosts against one LMS, fenced by a shared lease table (`lease_store:`).
+    LmsHosts(usize),
 }
 
 /// What one seed simulates.
@@ -78,10 +80,10 @@ impl Scenario {
     pub(crate) fn from_seed(seed: u64) -> Scenario {
         let mut r = SplitMix64::new(seed);
         let mut pick = |n: u64| r.next_u64() % n;
-        let backend = if pick(2) == 0 {
-            Backend::Sqlite
-        } else {
-            Backend::Lms
+        let backend = match pick(3) {
+            0 => Backend::Sqlite,
+            1 => Backend::Lms,
+            _ => Backend::LmsHosts(2 + pick(3) as usize),
         };
         let learners = 4 + pick(37) as usize;
         let concurrency = [1, 2, 4, 8, 16, 32][pick(6) as usize];
@@ -91,7 +93,7 @@ impl Scenario {
         let step_5xx = share(pick(101), 0.2);
         let step_reset = share(pick(101), 0.05);
         let step_hang = share(pick(101), 0.02);
-        let (lms_503, lms_lost_ack, lms_hang) = if backend == Backend::Lms {
+        let (lms_503, lms_lost_ack, lms_hang) = if backend != Backend::Sqlite {
             (
                 share(pick(101), 0.05),
                 share(pick(101), 0.05),
@@ -200,7 +202,8 @@ fn epoch() -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-fn clients(fake: &FakeEdx) -> Arc<ServiceClients> {
+/// A process's clients; `worker` goes into the `User-Agent`, as `retire` sends it.
+fn clients(fake: &FakeEdx, worker: &str) -> Arc<ServiceClients> {
     let base_urls: BTreeMap<String, String> = ["lms", "ecommerce"]
         .iter()
         .map(|key| (key.to_string(), IN_PROCESS_URL.to_owned()))
@@ -211,6 +214,7 @@ fn clients(fake: &FakeEdx) -> Arc<ServiceClients> {
     };
     let options = HttpOptions {
         request_timeout: Duration::from_secs(30),
+        user_agent: format!("sim ({worker})"),
         ..HttpOptions::default()
     };
     Arc::new(
@@ -272,7 +276,7 @@ fn set_faults(fake: &FakeEdx, s: &Scenario, pipeline: &Pipeline) -> Vec<(String,
         fake.set_fault_mix(&path, mix.clone());
         step_mixes.push((path, mix));
     }
-    if s.backend == Backend::Lms {
+    if s.backend != Backend::Sqlite {
         let mut update = Vec::new();
         for (rate, fault) in [
             (
@@ -381,64 +385,100 @@ async fn simulate(s: Scenario) -> SimReport {
     }
 
     let lease_for = TimeDelta::minutes(2);
+    // The lease table the hosts share (`lease_store:`), a database of its own.
+    let lease_table = match s.backend {
+        Backend::LmsHosts(_) => {
+            let table = DieselStore::open(
+                "sqlite://:memory:",
+                &StoreOptions {
+                    sqlite_inline: true,
+                    ..StoreOptions::default()
+                },
+            )
+            .await
+            .expect("an in-memory lease store");
+            table.migrate().await.expect("migrations");
+            Some(Arc::new(table))
+        }
+        _ => None,
+    };
+    let hosts = match s.backend {
+        Backend::LmsHosts(n) => n,
+        _ => 1,
+    };
     let mut summaries: Vec<RunSummary> = Vec::new();
     let mut crashes = s.crashes.iter().copied();
     let mut processes = 0usize;
     let mut violations = Vec::new();
     loop {
-        processes += 1;
-        // A new process: new clients (no token), a new LMS store (no in-process leases).
-        let clients = clients(&fake);
-        let runner_store: Arc<dyn RetirementStore> = match s.backend {
-            Backend::Sqlite => store.clone(),
-            Backend::Lms => Arc::new(LmsStore::new(clients.clone()).expect("an LMS store")),
-        };
-        let runner = Runner::new(
-            runner_store,
-            Arc::new(Steps::new(clients, None, s.seed)),
-            pipeline.clone(),
-            RunOptions {
-                worker: format!("sim-worker-{processes}"),
-                concurrency: s.concurrency,
-                lease_for,
-                seed: s.seed ^ processes as u64,
-                driver: DriverOptions::default(),
-                clock: clock.clone(),
-                ..RunOptions::default()
-            },
-        );
-        let (_keep, stop) = tokio::sync::watch::channel(false);
-        let mut run = tokio::spawn(async move { runner.run(stop, Arc::new(NoObserver)).await });
+        // A generation: `hosts` processes at once; a crash kills the first of them.
+        let mut runs = Vec::new();
+        for _ in 0..hosts {
+            processes += 1;
+            // A new process: new clients (no token), a new LMS store (no in-process leases).
+            let worker = format!("sim-worker-{processes}");
+            let clients = clients(&fake, &worker);
+            let runner_store: Arc<dyn RetirementStore> = match (s.backend, &lease_table) {
+                (Backend::Sqlite, _) => store.clone(),
+                (_, None) => Arc::new(LmsStore::new(clients.clone()).expect("an LMS store")),
+                (_, Some(table)) => Arc::new(
+                    LmsStore::new(clients.clone())
+                        .expect("an LMS store")
+                        .with_leases(table.clone()),
+                ),
+            };
+            let runner = Runner::new(
+                runner_store,
+                Arc::new(Steps::new(clients, None, s.seed)),
+                pipeline.clone(),
+                RunOptions {
+                    worker,
+                    concurrency: s.concurrency,
+                    lease_for,
+                    seed: s.seed ^ processes as u64,
+                    driver: DriverOptions::default(),
+                    clock: clock.clone(),
+                    ..RunOptions::default()
+                },
+            );
+            let (keep, stop) = tokio::sync::watch::channel(false);
+            let run = tokio::spawn(async move { runner.run(stop, Arc::new(NoObserver)).await });
+            runs.push((processes, run, keep));
+        }
         let crash = crashes.next();
-        let ended = match crash {
-            Some(after) => {
-                tokio::select! {
-                    ended = &mut run => Some(ended),
-                    () = tokio::time::sleep(after) => {
-                        run.abort();
-                        let _ = run.await;
-                        None
+        let mut finished = true;
+        for (n, (process, mut run, _keep)) in runs.into_iter().enumerate() {
+            let ended = match crash {
+                Some(after) if n == 0 => {
+                    tokio::select! {
+                        biased;
+                        ended = &mut run => Some(ended),
+                        () = tokio::time::sleep(after) => {
+                            run.abort();
+                            let _ = run.await;
+                            None
+                        }
                     }
                 }
+                _ => Some(run.await),
+            };
+            finished &= ended.is_some();
+            match ended {
+                Some(Ok(Ok(summary))) => summaries.push(summary),
+                Some(Ok(Err(e))) => {
+                    violations.push(format!("process {process}: the run failed: {e}"))
+                }
+                Some(Err(e)) => {
+                    violations.push(format!("process {process}: the runner panicked: {e}"))
+                }
+                None => {}
             }
-            None => Some(run.await),
-        };
-        let finished = ended.is_some();
-        match ended {
-            Some(Ok(Ok(summary))) => summaries.push(summary),
-            Some(Ok(Err(e))) => {
-                violations.push(format!("process {processes}: the run failed: {e}"))
-            }
-            Some(Err(e)) => {
-                violations.push(format!("process {processes}: the runner panicked: {e}"))
-            }
-            None => {}
         }
         let open = open_learners(&store, &usernames).await;
         if open == 0 {
             break;
         }
-        if processes > 16 + s.crashes.len() {
+        if processes > (16 + s.crashes.len()) * hosts {
             violations.push(format!(
                 "{open} learners still open after {processes} processes"
             ));
@@ -564,6 +604,35 @@ async fn check(
     // No two calls for one learner at once.
     for username in fake.overlaps() {
         violations.push(format!("two calls overlapped for {username}"));
+    }
+    // Several hosts: a learner is driven by one worker at a time. Without crashes or outages
+    // (which hand learners over on purpose), one worker does all of a learner's calls; with
+    // crashes, a worker never calls for a learner again once another took it over.
+    if matches!(s.backend, Backend::LmsHosts(_)) && s.outage.is_none() {
+        let mut workers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for call in &calls {
+            if !stage_paths.iter().any(|(p, _)| *p == call.path) {
+                continue;
+            }
+            let (Some(user), Some(agent)) = (
+                call.body.get("username").and_then(|u| u.as_str()),
+                call.user_agent.as_deref(),
+            ) else {
+                continue;
+            };
+            let seen = workers.entry(user).or_default();
+            if seen.last() != Some(&agent) {
+                if seen.contains(&agent) {
+                    violations.push(format!("{agent} came back to {user} after {seen:?}"));
+                }
+                seen.push(agent);
+            }
+        }
+        for (user, seen) in workers {
+            if s.crashes.is_empty() && seen.len() > 1 {
+                violations.push(format!("{user} was driven by {seen:?} without any crash"));
+            }
+        }
     }
     for username in usernames {
         let r = store.find_by_username(username).await.expect("a learner");
@@ -694,14 +763,18 @@ fn every_seed_keeps_every_promise() {
 
 #[test]
 fn a_seed_reproduces_exactly() {
-    // One seed of each kind: SQLite and LMS, with faults and crashes.
+    // One seed of each kind: SQLite, LMS and several hosts on one LMS, with faults and crashes.
     let mut kinds = HashMap::new();
     for seed in 1..200u64 {
         let s = Scenario::from_seed(seed);
-        let key = (s.backend, !s.crashes.is_empty(), s.step_5xx > 0.0);
+        let backend = match s.backend {
+            Backend::LmsHosts(_) => Backend::LmsHosts(0),
+            other => other,
+        };
+        let key = (backend, !s.crashes.is_empty(), s.step_5xx > 0.0);
         kinds.entry(key).or_insert(seed);
     }
-    assert_eq!(kinds.len(), 8, "the seeds cover every kind of scenario");
+    assert_eq!(kinds.len(), 12, "the seeds cover every kind of scenario");
     for seed in kinds.into_values() {
         let (a, b) = (run_seed(seed), run_seed(seed));
         assert_eq!(a.digest, b.digest, "seed {seed} ran differently twice");

@@ -2,6 +2,7 @@
 
 mod assignments;
 mod harness;
+mod lease_table;
 mod leases;
 mod retirements;
 #[path = "../../src/testdb.rs"]
@@ -23,6 +24,7 @@ fn main() {
     links_no_system_database_library();
     let mut tests = retirements::tests();
     tests.extend(leases::tests());
+    tests.extend(lease_table::tests());
     tests.extend(assignments::tests());
     // The scenarios every RetirementStore shares (the LMS-backed store runs them too).
     tests.extend(

@@ -55,14 +55,17 @@ async fn migrations_are_explicit_and_checked(store: Store) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::SchemaBehind { pending } if pending == &["20261123000001"]),
+        matches!(&err, StoreError::SchemaBehind { pending } if pending == &["20261123000001", "20261204000001"]),
         "{err}"
     );
     assert!(err.to_string().contains("run `retire db migrate`"), "{err}");
     let opened = DieselStore::open(&empty.url, &StoreOptions::default())
         .await
         .unwrap();
-    assert_eq!(opened.migrate().await.unwrap(), vec!["20261123000001"]);
+    assert_eq!(
+        opened.migrate().await.unwrap(),
+        vec!["20261123000001", "20261204000001"]
+    );
     drop(opened);
     DieselStore::connect(&empty.url, &StoreOptions::default())
         .await

@@ -28,7 +28,6 @@
 //! - `bulk_move` and `cleanup` are not one transaction: bulk moves stop at the first refusal
 //!   (earlier learners stay moved), and rewinds go to `last_state` as upstream's script does.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -37,11 +36,15 @@ use retirement_core::{
     Actor, CoreError, LogEntry, Override, Retirement, RetirementId, StateTable, SyncPlan,
 };
 use retirement_store::{
-    ClaimRequest, Claimed, Lease, MoveTarget, NewRetirement, QueueQuery, Result, RetirementStore,
-    StateWindow, StoreError,
+    ClaimRequest, Claimed, Lease, LeaseTable, MoveTarget, NewRetirement, QueueQuery, Result,
+    RetirementStore, StateWindow, StoreError,
 };
 
 use crate::client::ServiceClients;
+use local::{Held, Listing, Local, Writing};
+
+mod fencing;
+mod local;
 use crate::status_json::StatusJson;
 
 const ACCOUNTS: &str = "api/user/v1/accounts";
@@ -51,74 +54,8 @@ pub struct LmsStore {
     clients: Arc<ServiceClients>,
     lms: String,
     local: Mutex<Local>,
-}
-
-/// What this process knows that the LMS does not tell: usernames by id, its in-process leases,
-/// and when it last wrote each learner (to tell a listing older than its own writes).
-#[derive(Default)]
-struct Local {
-    usernames: HashMap<i64, String>,
-    /// Learners claimed through this store and not yet released or moved to an end state.
-    held: HashMap<i64, Held>,
-    /// A counter that orders writes and listings in this process.
-    clock: u64,
-    /// Each learner's latest write start or end, on `clock`, while a listing may predate it.
-    written: HashMap<i64, u64>,
-    /// Learners with a write on its way (a count: an operator's move may overlap the driver's).
-    writing: HashMap<i64, u32>,
-    /// The `clock` value at the start of each listing still on its way.
-    listings: std::collections::BTreeMap<u64, u32>,
-    /// The state of each learner's last move whose answer never came (it may have landed).
-    unanswered: HashMap<i64, String>,
-}
-
-impl Local {
-    fn tick(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
-    }
-
-    fn write_started(&mut self, id: i64) {
-        let at = self.tick();
-        self.written.insert(id, at);
-        *self.writing.entry(id).or_default() += 1;
-    }
-
-    fn write_ended(&mut self, id: i64) {
-        let at = self.tick();
-        self.written.insert(id, at);
-        if let Some(n) = self.writing.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.writing.remove(&id);
-            }
-        }
-    }
-
-    fn listing_started(&mut self) -> u64 {
-        let at = self.tick();
-        *self.listings.entry(at).or_default() += 1;
-        at
-    }
-
-    /// Whether a listing that started at `started` may show `id` in a state it has left.
-    fn stale_in(&self, id: i64, started: u64) -> bool {
-        self.writing.contains_key(&id) || self.written.get(&id).is_some_and(|&at| at > started)
-    }
-
-    /// Ends a listing and forgets writes that no listing still on its way can predate.
-    fn listing_ended(&mut self, started: u64) {
-        if let Some(n) = self.listings.get_mut(&started) {
-            *n -= 1;
-            if *n == 0 {
-                self.listings.remove(&started);
-            }
-        }
-        match self.listings.keys().next().copied() {
-            Some(oldest) => self.written.retain(|_, at| *at > oldest),
-            None => self.written.clear(),
-        }
-    }
+    /// The shared lease table between hosts (`lease_store:`), when there is one.
+    leases: Option<Arc<dyn LeaseTable>>,
 }
 
 impl std::fmt::Debug for LmsStore {
@@ -131,51 +68,6 @@ impl LmsStore {
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// Marks a write to one learner as on its way until dropped (however the request ends).
-struct Writing<'a> {
-    store: &'a LmsStore,
-    id: i64,
-}
-
-impl<'a> Writing<'a> {
-    fn start(store: &'a LmsStore, id: RetirementId) -> Writing<'a> {
-        store.local().write_started(id.0);
-        Writing { store, id: id.0 }
-    }
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        self.store.local().write_ended(self.id);
-    }
-}
-
-/// A listing on its way until dropped.
-struct Listing<'a> {
-    store: &'a LmsStore,
-    started: u64,
-}
-
-impl<'a> Listing<'a> {
-    fn start(store: &'a LmsStore) -> Listing<'a> {
-        let started = store.local().listing_started();
-        Listing { store, started }
-    }
-}
-
-impl Drop for Listing<'_> {
-    fn drop(&mut self) {
-        self.store.local().listing_ended(self.started);
-    }
-}
-
-/// An in-process lease: who claimed the learner, until when, and the state last seen.
-struct Held {
-    owner: String,
-    expires: DateTime<Utc>,
-    state: String,
 }
 
 fn unsupported(operation: &'static str) -> StoreError {
@@ -210,7 +102,18 @@ impl LmsStore {
             clients,
             lms,
             local: Mutex::new(Local::default()),
+            leases: None,
         })
+    }
+
+    /// The same store fenced by a lease table shared with every other host driving this LMS
+    /// (see the module docs of `fencing`): without one, claims are exact within one process
+    /// only.
+    pub fn with_leases(self, leases: Arc<dyn LeaseTable>) -> LmsStore {
+        LmsStore {
+            leases: Some(leases),
+            ..self
+        }
     }
 
     fn remember(&self, list: &[Retirement]) {
@@ -497,6 +400,7 @@ impl RetirementStore for LmsStore {
         now: DateTime<Utc>,
     ) -> Result<LogEntry> {
         let username = self.username_of(id)?;
+        self.fence(id, lease, new_state, now).await?;
         let written = {
             let _writing = Writing::start(self, id);
             // The answer to this process's last move of the learner to the same state was
@@ -534,14 +438,20 @@ impl RetirementStore for LmsStore {
             }
             (Err(e), _) => return Err(e),
         }
-        let mut local = self.local();
-        if retirement_core::END_STATES.contains(&new_state) {
-            // An end state ends the claim: the runner does not release it.
-            local.held.remove(&id.0);
-        } else if let Some(held) = local.held.get_mut(&id.0) {
-            held.state = new_state.to_owned();
+        let ended = retirement_core::END_STATES.contains(&new_state);
+        {
+            let mut local = self.local();
+            if ended {
+                // An end state ends the claim: the runner does not release it.
+                local.held.remove(&id.0);
+            } else if let Some(held) = local.held.get_mut(&id.0) {
+                held.state = new_state.to_owned();
+            }
         }
-        drop(local);
+        if ended && let Some(lease) = lease {
+            // Best effort: a lease left behind only runs out, on a learner nobody claims.
+            let _ = self.release_everywhere(lease).await;
+        }
         Ok(LogEntry {
             at: now,
             from: None,
@@ -569,6 +479,7 @@ impl RetirementStore for LmsStore {
             "Forced by operator {} to {to}: {}",
             why.operator, why.reason
         );
+        self.revoke(id).await?;
         {
             let _writing = Writing::start(self, id);
             self.patch_state(&username, to, &text, true).await?;
@@ -594,6 +505,7 @@ impl RetirementStore for LmsStore {
                 "Forced by operator {} to {to}: {}",
                 why.operator, why.reason
             );
+            self.revoke(learner.id()).await?;
             {
                 let _writing = Writing::start(self, learner.id());
                 self.patch_state(&learner.original().username, &to, &text, true)
@@ -688,10 +600,12 @@ impl RetirementStore for LmsStore {
         states.extend(request.working_states.iter().cloned());
         let want = request.limit as usize;
         let expires = now + request.lease_for;
-        // The learners this process holds are listed too: a page holds them plus the wanted.
+        let elsewhere = self.leased_elsewhere(&request.owner, now).await?;
+        // The learners this process holds, and those other hosts hold, are listed too: a page
+        // holds them plus the wanted.
         let mut page = {
             let local = self.local();
-            want + local.held.len() + local.writing.len()
+            want + local.held.len() + local.writing.len() + elsewhere.len()
         };
         let mut claimed: Vec<Claimed> = Vec::new();
         loop {
@@ -704,55 +618,58 @@ impl RetirementStore for LmsStore {
             let listed = self.list_queue(&query).await?;
             // More than asked for: an older LMS that ignores `limit` sent the whole queue.
             let full = listed.len() == page;
-            let mut local = self.local();
-            let fresh: Vec<Claimed> = listed
-                .into_iter()
-                // Never a learner written since this listing started (it may show a state the
-                // learner has left), nor one its own owner holds (the LMS lists a learner again
-                // between two stages); another owner's only once that lease ran out.
-                .filter(|r| !local.stale_in(r.id().0, listing.started))
-                .filter(|r| match local.held.get(&r.id().0) {
-                    Some(h) => h.owner != request.owner && h.expires <= now,
-                    None => true,
-                })
-                .filter_map(|r| {
-                    let working = request
-                        .working_states
-                        .iter()
-                        .any(|s| s == r.current_state());
-                    // A working learner is someone else's until its lease (emulated by
-                    // `modified`) runs out.
-                    if working && r.modified() + request.lease_for > now {
-                        return None;
-                    }
-                    Some(Claimed {
-                        lease: Lease {
-                            retirement_id: r.id(),
-                            owner: request.owner.clone(),
-                            attempt: r.modified().timestamp_micros(),
-                            expires,
-                        },
-                        resumes_working_state: working,
-                        retirement: r,
+            let fresh: Vec<Claimed> = {
+                let mut local = self.local();
+                let fresh: Vec<Claimed> = listed
+                    .into_iter()
+                    // Never a learner written since this listing started (it may show a state the
+                    // learner has left), nor one its own owner holds (the LMS lists a learner again
+                    // between two stages); another owner's only once that lease ran out.
+                    .filter(|r| !local.stale_in(r.id().0, listing.started))
+                    .filter(|r| !elsewhere.contains(&r.id().0))
+                    .filter(|r| match local.held.get(&r.id().0) {
+                        Some(h) => h.owner != request.owner && h.expires <= now,
+                        None => true,
                     })
-                })
-                .take(want - claimed.len())
-                .collect();
-            for c in &fresh {
-                local.held.insert(
-                    c.lease.retirement_id.0,
-                    Held {
-                        owner: request.owner.clone(),
-                        expires,
-                        state: c.retirement.current_state().to_owned(),
-                    },
-                );
-            }
-            drop(local);
+                    .filter_map(|r| {
+                        let working = request
+                            .working_states
+                            .iter()
+                            .any(|s| s == r.current_state());
+                        // A working learner is someone else's until its lease (emulated by
+                        // `modified`) runs out.
+                        if working && r.modified() + request.lease_for > now {
+                            return None;
+                        }
+                        Some(Claimed {
+                            lease: Lease {
+                                retirement_id: r.id(),
+                                owner: request.owner.clone(),
+                                attempt: r.modified().timestamp_micros(),
+                                expires,
+                            },
+                            resumes_working_state: working,
+                            retirement: r,
+                        })
+                    })
+                    .take(want - claimed.len())
+                    .collect();
+                for c in &fresh {
+                    local.held.insert(
+                        c.lease.retirement_id.0,
+                        Held {
+                            owner: request.owner.clone(),
+                            expires,
+                            state: c.retirement.current_state().to_owned(),
+                        },
+                    );
+                }
+                fresh
+            };
             drop(listing);
             claimed.extend(fresh);
             if claimed.len() >= want || !full {
-                return Ok(claimed);
+                return self.take_shared(claimed, request, now).await;
             }
             // A full page with too few claimable learners (other processes' working learners,
             // or learners written while it travelled): ask for a larger one.
@@ -761,6 +678,12 @@ impl RetirementStore for LmsStore {
     }
 
     async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
+        if let Err(e) = self.renew_shared(lease, until).await {
+            if let StoreError::LeaseLost { .. } = e {
+                self.forget_hold(lease.retirement_id, &lease.owner);
+            }
+            return Err(e);
+        }
         if let Some(held) = self.local().held.get_mut(&lease.retirement_id.0)
             && held.owner == lease.owner
         {
@@ -773,13 +696,6 @@ impl RetirementStore for LmsStore {
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
-        let held = &mut self.local().held;
-        if held
-            .get(&lease.retirement_id.0)
-            .is_some_and(|h| h.owner == lease.owner)
-        {
-            held.remove(&lease.retirement_id.0);
-        }
-        Ok(())
+        self.release_everywhere(lease).await
     }
 }
