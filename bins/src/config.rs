@@ -164,6 +164,10 @@ pub struct Config {
     /// Where the assignment tables live, for `expire-assignments` and the ASSIGNMENTS stage
     /// (default: the store, when it is SQL).
     pub assignments_store: Option<String>,
+    /// With `store: lms`: a SQL database (`postgres://…`, `mysql://…`; `sqlite://PATH` for
+    /// processes on one host) holding the leases every `retire run` shares, so several hosts
+    /// never drive one learner at once.
+    pub lease_store: Option<String>,
     /// Learners retired at once by `retire run` (default 8).
     pub concurrency: usize,
     /// Lease length in seconds (default 300).
@@ -205,6 +209,7 @@ impl Default for Config {
             fetch_ecommerce_segment_id: false,
             store: DEFAULT_STORE.to_owned(),
             assignments_store: None,
+            lease_store: None,
             concurrency: 8,
             lease_seconds: 300,
             cool_off_days: 7,
@@ -287,6 +292,7 @@ impl Config {
                 }
                 "store" => config.store = typed(k, value, &error)?,
                 "assignments_store" => config.assignments_store = Some(typed(k, value, &error)?),
+                "lease_store" => config.lease_store = Some(typed(k, value, &error)?),
                 "concurrency" => {
                     config.concurrency = typed(k, value, &error)?;
                     if config.concurrency == 0 {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use retirement_core::Pipeline;
 use retirement_http::Steps;
+use retirement_http::runtime::default_worker_id;
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
 use retirement_store::{DieselStore, RetirementStore, StoreOptions};
 
@@ -34,9 +35,14 @@ pub fn random_u64() -> u64 {
         .finish()
 }
 
-/// The HTTP options the config asks for.
-pub fn http_options(config: &Config) -> HttpOptions {
+/// The HTTP options the config asks for. The `User-Agent` names the worker (host and process,
+/// never a learner), so the LMS's access log tells which host called.
+pub fn http_options(config: &Config, worker: &str) -> HttpOptions {
     HttpOptions {
+        user_agent: format!(
+            "learner-retirement/{} ({worker})",
+            env!("CARGO_PKG_VERSION")
+        ),
         connect_timeout: Duration::from_secs_f64(config.timeouts.connect_seconds),
         request_timeout: Duration::from_secs_f64(config.timeouts.request_seconds),
         token_timeout: Duration::from_secs_f64(config.timeouts.token_seconds),
@@ -48,7 +54,7 @@ pub fn http_options(config: &Config) -> HttpOptions {
 
 /// The service clients, or `None` when the config has no `base_urls.lms` (a standalone store
 /// whose pipeline only uses generic services still needs the LMS for tokens).
-pub fn clients(config: &Config) -> Result<Option<Arc<ServiceClients>>, CliError> {
+pub fn clients(config: &Config, worker: &str) -> Result<Option<Arc<ServiceClients>>, CliError> {
     if !config.base_urls.contains_key("lms") && config.services.is_empty() {
         return Ok(None);
     }
@@ -74,7 +80,7 @@ pub fn clients(config: &Config) -> Result<Option<Arc<ServiceClients>>, CliError>
             client_secret: client_secret.0,
         },
         config.services.clone(),
-        &http_options(config),
+        &http_options(config, worker),
     )
     .map_err(|e| config.error("base_urls", e.to_string()))?;
     Ok(Some(Arc::new(clients)))
@@ -87,9 +93,15 @@ pub async fn open_sql(url: &str) -> Result<Arc<DieselStore>, CliError> {
     ))
 }
 
-/// Opens the configured store (and the clients, for LMS mode and for steps).
+/// Opens the configured store (and the clients, for LMS mode and for steps) as this process's
+/// default worker.
 pub async fn wire(config: &Config) -> Result<Wired, CliError> {
-    let clients = clients(config)?;
+    wire_as(config, &default_worker_id()).await
+}
+
+/// [`wire`] for the worker named `worker` (`retire run --worker-id`).
+pub async fn wire_as(config: &Config, worker: &str) -> Result<Wired, CliError> {
+    let clients = clients(config, worker)?;
     if config.store == LMS_STORE {
         let clients = clients.ok_or_else(|| {
             config.error(
@@ -97,12 +109,21 @@ pub async fn wire(config: &Config) -> Result<Wired, CliError> {
                 "`lms` needs base_urls.lms, client_id and client_secret",
             )
         })?;
-        let store = LmsStore::new(clients.clone()).map_err(CliError::Store)?;
+        let mut store = LmsStore::new(clients.clone()).map_err(CliError::Store)?;
+        if let Some(url) = &config.lease_store {
+            store = store.with_leases(open_sql(url).await?);
+        }
         return Ok(Wired {
             store: Arc::new(store),
             sql: None,
             clients: Some(clients),
         });
+    }
+    if config.lease_store.is_some() {
+        return Err(config.error(
+            "lease_store",
+            "is for `store: lms` only: a SQL store keeps its leases beside its states",
+        ));
     }
     let sql = open_sql(&config.store).await?;
     Ok(Wired {

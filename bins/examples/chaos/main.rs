@@ -1,4 +1,4 @@
-//! `cargo xtask chaos kill|faults|outage|workers|db|all [--short] [--seed N]`: the crash, fault and
+//! `cargo xtask chaos kill|faults|outage|workers|lms-workers|db|all [--short] [--seed N]`: the crash, fault and
 //! concurrency runs of issue 7. Each starts the real `retire` binary (found next to this
 //! example's directory) against the fake edX on loopback, breaks something at seeded random
 //! moments, then checks the promises against the store, the fake's record of every call and
@@ -10,6 +10,10 @@
 //! - `outage`: ECOMMERCE answers 503 to everyone for a while, then comes back: no ERRORED,
 //!   everyone COMPLETE in one run.
 //! - `workers`: 4 `retire run` processes on one PostgreSQL store, then one MariaDB store.
+//! - `lms-workers`: 4 `retire run` processes against the fake LMS (`store: lms`) sharing a
+//!   PostgreSQL `lease_store`, SIGKILLed and restarted at seeded moments: no overlapping
+//!   calls, no learner driven by two workers (a learner changes worker only when its worker
+//!   was killed, and never goes back).
 //! - `db`: a TCP proxy between the driver and PostgreSQL cuts every connection at seeded
 //!   random moments.
 //!
@@ -22,6 +26,7 @@ mod checks;
 mod proxy;
 mod world;
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -29,6 +34,7 @@ use std::time::{Duration, Instant};
 use retirement_core::SplitMix64;
 use retirement_http::fake::Fault;
 use retirement_store::RetirementStore;
+use retirement_store::testdb::TestDatabase;
 
 use checks::{Ending, Figures, STEP_PATHS, check_learners, needles, scan_files};
 use world::{Backend, World, WorldOptions};
@@ -51,6 +57,12 @@ impl Scale {
     }
     fn worker_learners(self) -> usize {
         if self.short { 300 } else { 2000 }
+    }
+    fn lms_worker_learners(self) -> usize {
+        if self.short { 300 } else { 2000 }
+    }
+    fn lms_worker_kills(self) -> usize {
+        if self.short { 4 } else { 12 }
     }
     fn db_learners(self) -> usize {
         if self.short { 150 } else { 1000 }
@@ -95,14 +107,19 @@ fn parse_args() -> Result<Args, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--seed takes a number")?
             }
-            "kill" | "faults" | "outage" | "workers" | "db" | "all" if args.command.is_empty() => {
+            "kill" | "faults" | "outage" | "workers" | "lms-workers" | "db" | "all"
+                if args.command.is_empty() =>
+            {
                 args.command = arg
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if args.command.is_empty() {
-        return Err("usage: chaos kill|faults|outage|workers|db|all [--short] [--seed N]".into());
+        return Err(
+            "usage: chaos kill|faults|outage|workers|lms-workers|db|all [--short] [--seed N]"
+                .into(),
+        );
     }
     if !args.binary.exists() {
         return Err(format!(
@@ -140,6 +157,7 @@ async fn main() -> ExitCode {
         ("outage", Backend::Sqlite),
         ("workers", Backend::Postgres(args.postgres.clone())),
         ("workers", Backend::Mysql(args.mysql.clone())),
+        ("lms-workers", Backend::Lms),
         ("db", Backend::Postgres(args.postgres.clone())),
     ];
     for (name, backend) in runs {
@@ -153,6 +171,7 @@ async fn main() -> ExitCode {
             "faults" => faults(&args, backend).await,
             "outage" => outage(&args, backend).await,
             "workers" => workers(&args, backend).await,
+            "lms-workers" => lms_workers(&args).await,
             _ => db(&args, backend).await,
         };
         match result {
@@ -581,6 +600,160 @@ async fn workers(args: &Args, backend: Backend) -> Result<(), String> {
         Ok(figures)
     })
     .await
+}
+
+// ----- lms-workers -----
+
+async fn lms_workers(args: &Args) -> Result<(), String> {
+    let learners = args.scale.lms_worker_learners();
+    let leases = TestDatabase::create(&args.postgres)
+        .await
+        .map_err(|e| format!("lease store server: {e}"))?;
+    let lease_url = leases.url.clone();
+    let outcome = in_world(
+        args,
+        WorldOptions {
+            name: "lms-workers",
+            backend: Backend::Lms,
+            learners,
+            extra_yaml: format!("lease_store: {lease_url}\n"),
+            driver_url: None,
+        },
+        async |world: &mut World| {
+            add_latency(world, 5);
+            let (code, out) = world.run(&args.binary, &["db", "migrate"])?;
+            if code != 0 {
+                return Err(format!("retire db migrate exited {code}: {out}"));
+            }
+            let mut random = SplitMix64::new(args.seed);
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(if args.scale.short { 180 } else { 900 });
+            let spawn = |world: &mut World, n: usize| {
+                let id = format!("worker-{n:02}");
+                world
+                    .spawn(
+                        &args.binary,
+                        &["run", "--concurrency", "16", "--json", "--worker-id", &id],
+                    )
+                    .map(|(child, _)| (id, child))
+            };
+            let mut started_workers = 0;
+            let mut running = Vec::new();
+            for _ in 0..4 {
+                started_workers += 1;
+                running.push(spawn(world, started_workers)?);
+            }
+            let mut killed: HashSet<String> = HashSet::new();
+            loop {
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the queue was not empty after {} s",
+                        started.elapsed().as_secs()
+                    ));
+                }
+                if killed.len() < args.scale.lms_worker_kills() {
+                    // A seeded moment, then one seeded running worker is SIGKILLed and a new
+                    // one started in its place.
+                    tokio::time::sleep(Duration::from_millis(50 + random.next_u64() % 400)).await;
+                    let victim = (random.next_u64() % running.len() as u64) as usize;
+                    let (id, child) = &mut running[victim];
+                    if child.try_wait().map_err(|e| e.to_string())?.is_none() {
+                        child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
+                        let _ = child.wait();
+                        killed.insert(id.clone());
+                        started_workers += 1;
+                        running[victim] = spawn(world, started_workers)?;
+                    }
+                    continue;
+                }
+                for (id, child) in &mut running {
+                    let status = child.wait().map_err(|e| e.to_string())?;
+                    if !status.success() {
+                        return Err(format!("{id} exited {status} without being killed"));
+                    }
+                }
+                if world.unfinished().await? == 0 {
+                    break;
+                }
+                // Learners the killed workers held come back when their 10 s leases run out.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                running.clear();
+                for _ in 0..4 {
+                    started_workers += 1;
+                    running.push(spawn(world, started_workers)?);
+                }
+            }
+            let mut figures = check_learners(world, Ending::AllComplete, &[]).await;
+            let handovers = check_one_worker_at_a_time(world, &killed, &mut figures);
+            let refused = world
+                .fake
+                .status_api_answers()
+                .iter()
+                .filter(|(_, status)| *status == 400)
+                .count();
+            println!(
+                "   {} SIGKILLs over {started_workers} `retire run` processes (4 at a time, one \
+                 lease_store); queue empty after {:.1} s; {handovers} learners handed over from \
+                 a killed worker; {} overlapping calls; {refused} refused LMS writes",
+                killed.len(),
+                started.elapsed().as_secs_f64(),
+                world.fake.overlaps().len()
+            );
+            if killed.len() < args.scale.lms_worker_kills() {
+                figures.violate(format!("only {} kills landed", killed.len()));
+            }
+            Ok(figures)
+        },
+    )
+    .await;
+    leases.drop_database().await;
+    outcome
+}
+
+/// Every learner's step calls come from one worker at a time: it changes worker only when its
+/// worker was killed, and never goes back. Returns how many learners changed worker.
+fn check_one_worker_at_a_time(
+    world: &World,
+    killed: &HashSet<String>,
+    figures: &mut Figures,
+) -> usize {
+    let mut drivers: HashMap<String, Vec<String>> = HashMap::new();
+    for call in world.fake.calls() {
+        if !STEP_PATHS.contains(&call.path) {
+            continue;
+        }
+        let (Some(user), Some(agent)) = (
+            call.body.get("username").and_then(|u| u.as_str()),
+            call.user_agent.as_deref(),
+        ) else {
+            figures.violate(format!(
+                "a call to {} named no learner or worker",
+                call.path
+            ));
+            continue;
+        };
+        // `learner-retirement/<version> (<worker id>)`
+        let worker = agent
+            .rsplit_once('(')
+            .map(|(_, w)| w.trim_end_matches(')').to_owned())
+            .unwrap_or_default();
+        let seen = drivers.entry(user.to_owned()).or_default();
+        if seen.last() == Some(&worker) {
+            continue;
+        }
+        if let Some(previous) = seen.last()
+            && !killed.contains(previous)
+        {
+            figures.violate(format!(
+                "a learner went from {previous} to {worker}, and {previous} was never killed"
+            ));
+        }
+        if seen.contains(&worker) {
+            figures.violate(format!("{worker} came back to a learner after {seen:?}"));
+        }
+        seen.push(worker);
+    }
+    drivers.values().filter(|seen| seen.len() > 1).count()
 }
 
 // ----- db -----

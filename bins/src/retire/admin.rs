@@ -497,12 +497,17 @@ pub(crate) async fn states(config: &Config, command: StatesCommand) -> Result<u8
 
 pub(crate) async fn db(config: &Config, command: DbCommand) -> Result<u8, CliError> {
     let DbCommand::Migrate = command;
-    if config.store == LMS_STORE {
-        return Err(CliError::Usage(
-            "the LMS store has no schema to migrate".into(),
-        ));
-    }
-    let store = DieselStore::open(&config.store, &StoreOptions::default()).await?;
+    // With the LMS as the store, the only schema of ours is the shared lease table's.
+    let url = match (config.store.as_str(), &config.lease_store) {
+        (LMS_STORE, Some(leases)) => leases,
+        (LMS_STORE, None) => {
+            return Err(CliError::Usage(
+                "the LMS store has no schema to migrate (and no lease_store is configured)".into(),
+            ));
+        }
+        (store, _) => store,
+    };
+    let store = DieselStore::open(url, &StoreOptions::default()).await?;
     let applied = store.migrate().await?;
     if applied.is_empty() {
         println!("{}: up to date", store.redacted_url());

@@ -190,7 +190,7 @@ pub(crate) fn stop_on_signals() -> watch::Receiver<bool> {
 
 pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Result<u8, CliError> {
     let options = run_options(config, &args)?;
-    let wired = wiring::wire(config).await?;
+    let wired = wiring::wire_as(config, &options.worker).await?;
     let pipeline = wiring::pipeline(config, &wired).await?;
     let steps = wiring::steps(config, &wired, &pipeline).await?;
     let runner = Runner::new(wired.store.clone(), steps, pipeline, options);

@@ -796,6 +796,113 @@ async fn two_workers_on_one_postgres_store_never_overlap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_on_one_lms_share_a_lease_store_and_never_share_a_learner() {
+    let mut world = World::new("lease-store").await;
+    let learners = world.seed(120).await;
+    slow_steps(&world.fake, Duration::from_millis(2));
+    let leases = format!("sqlite://{}", world.dir.join("leases.db").display());
+    std::fs::write(
+        &world.config,
+        tubular_yaml(
+            &world.fake.base_url(),
+            &format!("store: lms\nlease_store: {leases}\n"),
+        ),
+    )
+    .unwrap();
+    // The lease table is created by `db migrate`, and `run` refuses to start before it.
+    let early = world.retire(&["run"]);
+    assert_eq!(early.code, Some(1), "{}", early.stderr);
+    assert!(
+        early.stderr.contains("retire db migrate"),
+        "{}",
+        early.stderr
+    );
+    let migrated = world.retire(&["db", "migrate"]);
+    assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
+    assert!(migrated.stdout.contains("applied"), "{}", migrated.stdout);
+    let a = world
+        .command(&[
+            "run",
+            "--concurrency",
+            "8",
+            "--worker-id",
+            "host-a",
+            "--json",
+        ])
+        .spawn()
+        .unwrap();
+    let b = world
+        .command(&[
+            "run",
+            "--concurrency",
+            "8",
+            "--worker-id",
+            "host-b",
+            "--json",
+        ])
+        .spawn()
+        .unwrap();
+    let (a, b) = (wait_for(a), wait_for(b));
+    assert_eq!(a.code, Some(0), "{}\n{}", a.stdout, a.stderr);
+    assert_eq!(b.code, Some(0), "{}\n{}", b.stdout, b.stderr);
+    let field = |o: &Output, name: &str| -> u64 {
+        serde_json::from_str::<serde_json::Value>(o.stdout.trim()).unwrap()[name]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(field(&a, "claimed") + field(&b, "claimed"), 120);
+    assert_eq!(field(&a, "lease_lost") + field(&b, "lease_lost"), 0);
+    assert!(world.fake.overlaps().is_empty());
+    // Every step call names its worker; each learner had one.
+    let mut drivers: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+    for call in world.fake.calls() {
+        if let (Some(user), Some(agent)) = (
+            call.body.get("username").and_then(|u| u.as_str()),
+            call.user_agent.as_deref(),
+        ) && STEP_PATHS.contains(&call.path)
+        {
+            assert!(
+                agent.contains("(host-a)") || agent.contains("(host-b)"),
+                "{agent}"
+            );
+            drivers
+                .entry(user.to_owned())
+                .or_default()
+                .insert(agent.to_owned());
+        }
+    }
+    for l in &learners {
+        assert_eq!(world.state_of(&l.username).await, "COMPLETE");
+        assert_eq!(drivers[&l.username].len(), 1, "{:?}", drivers[&l.username]);
+    }
+    // The LMS refused no write: no listing older than another host's write was acted on.
+    assert!(
+        !world
+            .fake
+            .status_api_answers()
+            .iter()
+            .any(|(_, status)| *status == 400)
+    );
+    // A SQL store keeps its own leases: a lease_store beside it is a config error.
+    std::fs::write(
+        &world.config,
+        tubular_yaml(
+            &world.fake.base_url(),
+            &format!("store: {}\nlease_store: {leases}\n", world.url),
+        ),
+    )
+    .unwrap();
+    let refused = world.retire(&["run"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("lease_store") && refused.stderr.contains("store: lms"),
+        "{}",
+        refused.stderr
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_line_of_a_200_learner_run_holds_personal_data() {
     let mut world = World::new("privacy").await;
     let learners = world.seed(200).await;

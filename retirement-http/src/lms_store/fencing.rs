@@ -23,6 +23,16 @@ use retirement_store::{
 
 use super::LmsStore;
 
+/// What became of one claim candidate.
+pub(super) enum Taken {
+    /// Its shared lease is ours.
+    Won(Box<Claimed>),
+    /// Another host holds it.
+    Lost,
+    /// It finished (or left the pipeline) since the listing.
+    Gone,
+}
+
 impl LmsStore {
     /// Learners whose lease is live in the shared table and not this worker's: a claim leaves
     /// them out.
@@ -44,31 +54,34 @@ impl LmsStore {
     }
 
     /// Takes the shared lease of each candidate the listing gave; returns those won, with the
-    /// table's fencing number, read again where the listing may be older than the last write.
-    /// Candidates not won are let go of in this process too; on an error, all of them.
+    /// table's fencing number, read again where the listing may be older than the last write,
+    /// and how many other hosts took first. Candidates not won are let go of in this process
+    /// too; on an error, all of them.
     pub(super) async fn take_shared(
         &self,
         candidates: Vec<Claimed>,
         request: &ClaimRequest,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Claimed>> {
+    ) -> Result<(Vec<Claimed>, usize)> {
         let Some(table) = &self.leases else {
-            return Ok(candidates);
+            return Ok((candidates, 0));
         };
         let mut won: Vec<Claimed> = Vec::with_capacity(candidates.len());
+        let mut lost = 0;
         let mut rest = candidates.into_iter();
         let failed = loop {
             let Some(candidate) = rest.next() else {
                 break None;
             };
             match self.take_one(table.as_ref(), candidate, request, now).await {
-                Ok(Some(claimed)) => won.push(claimed),
-                Ok(None) => {}
+                Ok(Taken::Won(claimed)) => won.push(*claimed),
+                Ok(Taken::Lost) => lost += 1,
+                Ok(Taken::Gone) => {}
                 Err(e) => break Some(e),
             }
         };
         let Some(e) = failed else {
-            return Ok(won);
+            return Ok((won, lost));
         };
         for candidate in rest {
             self.forget_hold(candidate.lease.retirement_id, &request.owner);
@@ -79,15 +92,14 @@ impl LmsStore {
         Err(e)
     }
 
-    /// One candidate of [`Self::take_shared`]: won, lost to another host, or finished since
-    /// the listing (`None`: let go of).
+    /// One candidate of [`Self::take_shared`].
     async fn take_one(
         &self,
         table: &dyn LeaseTable,
         candidate: Claimed,
         request: &ClaimRequest,
         now: DateTime<Utc>,
-    ) -> Result<Option<Claimed>> {
+    ) -> Result<Taken> {
         let id = candidate.lease.retirement_id;
         let taken = match table
             .acquire(id, &request.owner, candidate.lease.expires, now)
@@ -96,7 +108,7 @@ impl LmsStore {
             Ok(Some(taken)) => taken,
             other => {
                 self.forget_hold(id, &request.owner);
-                return other.map(|_| None);
+                return other.map(|_| Taken::Lost);
             }
         };
         let mut claimed = Claimed {
@@ -105,7 +117,7 @@ impl LmsStore {
         };
         let listed = claimed.retirement.current_state();
         if taken.last_state.is_none_or(|last| last == listed) {
-            return Ok(Some(claimed));
+            return Ok(Taken::Won(Box::new(claimed)));
         }
         // The listing may predate the last holder's writes: look again.
         let username = claimed.retirement.original().username.clone();
@@ -121,14 +133,14 @@ impl LmsStore {
         if !working && !request.resume_states.contains(&state) {
             // Finished (or moved out of the pipeline) since the listing.
             let _ = self.release_everywhere(&claimed.lease).await;
-            return Ok(None);
+            return Ok(Taken::Gone);
         }
         if let Some(held) = self.local().held.get_mut(&id.0) {
             held.state = state;
         }
         claimed.resumes_working_state = working;
         claimed.retirement = fresh;
-        Ok(Some(claimed))
+        Ok(Taken::Won(Box::new(claimed)))
     }
 
     /// Before a state write: refuses (lease lost) when this worker no longer holds the

@@ -49,6 +49,9 @@ use crate::status_json::StatusJson;
 
 const ACCOUNTS: &str = "api/user/v1/accounts";
 
+/// How many times a claim looks again after other hosts took every candidate it found.
+const MAX_CLAIM_ROUNDS: usize = 16;
+
 /// The LMS as the retirement store.
 pub struct LmsStore {
     clients: Arc<ServiceClients>,
@@ -596,6 +599,53 @@ impl RetirementStore for LmsStore {
         if request.limit <= 0 {
             return Ok(Vec::new());
         }
+        // With a shared lease table, every candidate may go to other hosts between the look at
+        // the table and the acquisitions. An empty claim tells the runner the queue is empty,
+        // so look again: the learners lost are live leases now, left out of the next listing.
+        for _ in 0..MAX_CLAIM_ROUNDS {
+            let candidates = self.list_claimable(request, now).await?;
+            if candidates.is_empty() {
+                return Ok(candidates);
+            }
+            let (won, lost) = self.take_shared(candidates, request, now).await?;
+            if !won.is_empty() || lost == 0 {
+                return Ok(won);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
+        if let Err(e) = self.renew_shared(lease, until).await {
+            if let StoreError::LeaseLost { .. } = e {
+                self.forget_hold(lease.retirement_id, &lease.owner);
+            }
+            return Err(e);
+        }
+        if let Some(held) = self.local().held.get_mut(&lease.retirement_id.0)
+            && held.owner == lease.owner
+        {
+            held.expires = until;
+        }
+        Ok(Lease {
+            expires: until,
+            ..lease.clone()
+        })
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        self.release_everywhere(lease).await
+    }
+}
+
+impl LmsStore {
+    /// One claim's candidates from the queue listing, held in this process (not yet in the
+    /// shared lease table).
+    async fn list_claimable(
+        &self,
+        request: &ClaimRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Claimed>> {
         let mut states = request.resume_states.clone();
         states.extend(request.working_states.iter().cloned());
         let want = request.limit as usize;
@@ -669,33 +719,11 @@ impl RetirementStore for LmsStore {
             drop(listing);
             claimed.extend(fresh);
             if claimed.len() >= want || !full {
-                return self.take_shared(claimed, request, now).await;
+                return Ok(claimed);
             }
             // A full page with too few claimable learners (other processes' working learners,
             // or learners written while it travelled): ask for a larger one.
             page = page.saturating_mul(2);
         }
-    }
-
-    async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
-        if let Err(e) = self.renew_shared(lease, until).await {
-            if let StoreError::LeaseLost { .. } = e {
-                self.forget_hold(lease.retirement_id, &lease.owner);
-            }
-            return Err(e);
-        }
-        if let Some(held) = self.local().held.get_mut(&lease.retirement_id.0)
-            && held.owner == lease.owner
-        {
-            held.expires = until;
-        }
-        Ok(Lease {
-            expires: until,
-            ..lease.clone()
-        })
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        self.release_everywhere(lease).await
     }
 }

@@ -399,3 +399,159 @@ async fn a_write_whose_acknowledgement_was_lost_is_not_a_lost_lease() {
         .unwrap();
     assert!(again.is_empty(), "claimed twice");
 }
+
+/// A lease table of its own (`lease_store:`), in a temporary SQLite file.
+async fn lease_table(name: &str) -> std::sync::Arc<retirement_store::DieselStore> {
+    let path = std::env::temp_dir().join(format!("retire-leases-{}-{name}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let table = retirement_store::DieselStore::open(
+        &format!("sqlite://{}", path.display()),
+        &retirement_store::StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    table.migrate().await.unwrap();
+    std::sync::Arc::new(table)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_lease_table_keeps_hosts_apart_and_fences_a_host_whose_lease_was_taken() {
+    let s = setup(2).await;
+    let table = lease_table("apart").await;
+    let host = || {
+        LmsStore::new(s.world.clients.clone())
+            .unwrap()
+            .with_leases(table.clone())
+    };
+    let (one, two) = (host(), host());
+    let now = Utc::now();
+    let request =
+        |owner: &str| ClaimRequest::for_pipeline(&s.pipeline, owner, 10, TimeDelta::minutes(5), 7);
+    let claimed = one.claim(&request("one"), now).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let lease = claimed[0].lease.clone();
+    let working = &s.pipeline.stages()[0].working_state;
+    one.advance(
+        lease.retirement_id,
+        Some(&lease),
+        working,
+        "Starting",
+        Actor::Driver,
+        now,
+    )
+    .await
+    .unwrap();
+    // Host one holds both: host two, with no in-process memory of them, gets neither.
+    assert!(two.claim(&request("two"), now).await.unwrap().is_empty());
+    // Nor can a lease-less write (an operator's, `retire learner`) touch them meanwhile.
+    let refused = two
+        .advance(
+            lease.retirement_id,
+            None,
+            "ERRORED",
+            "x",
+            Actor::Driver,
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::Leased { .. }), "{refused}");
+    // Host one stalls past its lease; host two takes both over, resuming the working state.
+    let later = now + TimeDelta::minutes(6);
+    let taken = two.claim(&request("two"), later).await.unwrap();
+    assert_eq!(taken.len(), 2);
+    let resumed = taken
+        .iter()
+        .find(|c| c.retirement.id() == lease.retirement_id)
+        .unwrap();
+    assert!(resumed.resumes_working_state);
+    assert!(resumed.lease.attempt > lease.attempt);
+    // Host one wakes up: its next write and renewal are refused, and the LMS is untouched.
+    let complete = &s.pipeline.stages()[0].complete_state;
+    let fenced = one
+        .advance(
+            lease.retirement_id,
+            Some(&lease),
+            complete,
+            "done",
+            Actor::Driver,
+            later,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(fenced, StoreError::LeaseLost { .. }), "{fenced}");
+    assert!(matches!(
+        one.heartbeat(&lease, later + TimeDelta::minutes(5)).await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let state = s.lms.find_by_username("Learner0").await.unwrap();
+    assert_eq!(state.current_state(), working.as_str());
+    // Host two goes on from there.
+    two.advance(
+        lease.retirement_id,
+        Some(&resumed.lease),
+        complete,
+        "done",
+        Actor::Driver,
+        later,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_older_than_another_host_s_write_is_read_again_before_driving() {
+    use retirement_store::LeaseTable;
+    let s = setup(1).await;
+    let table = lease_table("stale").await;
+    let one = LmsStore::new(s.world.clients.clone())
+        .unwrap()
+        .with_leases(table.clone());
+    let two = std::sync::Arc::new(
+        LmsStore::new(s.world.clients.clone())
+            .unwrap()
+            .with_leases(table.clone()),
+    );
+    let request =
+        |owner: &str| ClaimRequest::for_pipeline(&s.pipeline, owner, 10, TimeDelta::minutes(5), 7);
+    // Host one learns the learner from a listing, and lets it go.
+    let first = one
+        .claim(&request("one"), Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
+    one.release(&first.lease).await.unwrap();
+    let id = first.retirement.id();
+
+    // Host two's listing is computed (the learner PENDING, nobody's lease) and held on its way…
+    let pause = s.world.fake.pause(QUEUE_PATH);
+    let listing = {
+        let (two, request) = (two.clone(), request("two"));
+        tokio::spawn(async move { two.claim(&request, Utc::now()).await })
+    };
+    pause.arrived().await;
+    // …while host one takes the lease, runs the first stage and lets go again.
+    let lease = table
+        .acquire(id, "one", Utc::now() + TimeDelta::minutes(5), Utc::now())
+        .await
+        .unwrap()
+        .unwrap()
+        .lease;
+    let stage = &s.pipeline.stages()[0];
+    for state in [&stage.working_state, &stage.complete_state] {
+        one.advance(id, Some(&lease), state, "ok", Actor::Driver, Utc::now())
+            .await
+            .unwrap();
+    }
+    one.release(&lease).await.unwrap();
+    drop(pause);
+    // Host two wins the lease, sees from the table that its listing is older than the last
+    // write, and drives the learner from where it really is.
+    let claimed = listing.await.unwrap().unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        claimed[0].retirement.current_state(),
+        stage.complete_state.as_str()
+    );
+    assert!(!claimed[0].resumes_working_state);
+}

@@ -412,6 +412,7 @@ async fn simulate(s: Scenario) -> SimReport {
     let mut violations = Vec::new();
     loop {
         // A generation: `hosts` processes at once; a crash kills the first of them.
+        let waiting = open_learners(&store, &usernames).await;
         let mut runs = Vec::new();
         for _ in 0..hosts {
             processes += 1;
@@ -447,6 +448,7 @@ async fn simulate(s: Scenario) -> SimReport {
         }
         let crash = crashes.next();
         let mut finished = true;
+        let first_summary = summaries.len();
         for (n, (process, mut run, _keep)) in runs.into_iter().enumerate() {
             let ended = match crash {
                 Some(after) if n == 0 => {
@@ -474,9 +476,30 @@ async fn simulate(s: Scenario) -> SimReport {
                 None => {}
             }
         }
+        // A host whose first look found every candidate taken by the others looks again
+        // instead of ending its run: with more learners than the hosts can hold (their slots
+        // plus the few each claims ahead), each gets some.
+        let holds = s.concurrency + s.concurrency / 8 + 1;
+        if hosts > 1
+            && crash.is_none()
+            && waiting > hosts * holds
+            && summaries[first_summary..].iter().any(|x| x.claimed == 0)
+        {
+            violations.push(format!(
+                "a host claimed nothing while {waiting} learners waited for {hosts} × {holds} holds"
+            ));
+        }
         let open = open_learners(&store, &usernames).await;
         if open == 0 {
             break;
+        }
+        if s.crashes.is_empty() && s.outage.is_none() {
+            // Nothing crashed, so nothing is leased by a dead process, and no learner waits for
+            // a service past the outage patience: a run ends only when the queue is empty (a
+            // host that found every candidate taken by the others must look again, not stop).
+            violations.push(format!(
+                "{open} learners still open after a crash-free generation of {hosts} processes"
+            ));
         }
         if processes > (16 + s.crashes.len()) * hosts {
             violations.push(format!(
