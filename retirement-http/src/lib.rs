@@ -13,7 +13,8 @@
 //!   each with bounded concurrency and leases, and performs its actions through a
 //!   [`runtime::StepCaller`]; [`Steps`] is the standard one (the HTTP clients, and the built-in
 //!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
-//! - [`fake::FakeEdx`] serves the same API on 127.0.0.1 for tests, the demo and benchmarks.
+//! - `fake::FakeEdx` (feature `fake`) serves the same API on 127.0.0.1 for tests, the demo and
+//!   benchmarks.
 #![warn(missing_docs)]
 
 mod auth;
@@ -21,6 +22,7 @@ pub mod catalog;
 mod client;
 pub mod clock;
 mod error;
+#[cfg(feature = "fake")]
 pub mod fake;
 mod lms_store;
 pub mod runtime;

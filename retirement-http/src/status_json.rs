@@ -1,7 +1,9 @@
 //! The LMS's status JSON (`UserRetirementStatusSerializer`), both ways.
 
 use chrono::{DateTime, Utc};
-use retirement_core::{OriginalIdentity, Retirement, RetirementId, RetirementParts, StateTable};
+#[cfg(feature = "fake")]
+use retirement_core::StateTable;
+use retirement_core::{OriginalIdentity, Retirement, RetirementId, RetirementParts};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +49,7 @@ pub(crate) struct StatusJson {
     pub(crate) retired_email: String,
 }
 
+#[cfg(feature = "fake")]
 fn state_json(table: &StateTable, name: &str) -> StateJson {
     let order = table
         .get(name)
@@ -63,6 +66,7 @@ fn state_json(table: &StateTable, name: &str) -> StateJson {
 }
 
 impl StatusJson {
+    #[cfg(feature = "fake")]
     pub(crate) fn from_retirement(r: &Retirement, table: &StateTable) -> StatusJson {
         let parts = r.parts();
         StatusJson {
@@ -108,6 +112,7 @@ impl StatusJson {
 }
 
 /// The JSON the fake and the LMS send for a list of statuses.
+#[cfg(feature = "fake")]
 pub(crate) fn status_list(list: &[Retirement], table: &StateTable) -> serde_json::Value {
     serde_json::to_value(
         list.iter()

@@ -53,6 +53,17 @@ fn ci() -> ExitCode {
             "-D",
             "warnings",
         ],
+        // A production build without the fake edX (test support behind `retirement-http`'s
+        // `fake` feature, which `retire demo` enables) still compiles, lint-clean.
+        &[
+            "clippy",
+            "-p",
+            "bins",
+            "--no-default-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
         // The README's test command.
         &["test", "--workspace"],
         // The chaos runs at CI's counts (issue 7): kills, faults, workers, cut database

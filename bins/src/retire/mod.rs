@@ -3,6 +3,7 @@
 
 mod admin;
 mod cleanup;
+#[cfg(feature = "demo")]
 mod demo;
 mod drive;
 
@@ -122,6 +123,7 @@ enum Command {
     },
     /// Retire 1,000 made-up learners through the six-stage pipeline against a fake edX on
     /// 127.0.0.1 and a temporary SQLite store, with a progress bar and a summary.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
 }
 
@@ -156,6 +158,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
     let config = || load_config(&global);
     match command {
         Command::Learner(args) => drive::learner(&global, args).await,
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::demo(&global, args).await,
         Command::Run(args) => drive::run(&config()?, &global, args).await,
         Command::Queue(args) => admin::queue(&config()?, args).await,
