@@ -12,14 +12,11 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
-use retirement_core::{OriginalIdentity, RetiredIdConfig, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES};
-use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
+use bins::sandbox::{Sandbox, SandboxOptions};
+use retirement_http::fake::Fault;
 use retirement_store::testdb::TestDatabase;
-use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
 
 /// The six-stage example's step paths, in stage order (one list, from the catalog).
 static STEP_PATHS: std::sync::LazyLock<Vec<String>> =
@@ -98,10 +95,6 @@ async fn main() {
         "wall s"
     );
     for concurrency in levels {
-        let dir =
-            std::env::temp_dir().join(format!("driver-bench-{}-{concurrency}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let database = match &server {
             Some(admin) => Some(
                 TestDatabase::create(admin)
@@ -110,39 +103,19 @@ async fn main() {
             ),
             None => None,
         };
-        let url = match &database {
-            Some(db) => db.url.clone(),
-            None => format!("sqlite://{}", dir.join("bench.db").display()),
-        };
-        let store = Arc::new(
-            DieselStore::open(&url, &StoreOptions::default())
-                .await
-                .unwrap(),
-        );
-        store.migrate().await.unwrap();
-        let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
-        store.sync_states(&states, false).await.unwrap();
-        let ids = RetiredIdConfig::new(vec!["bench".into()]).unwrap();
-        for n in 0..queued {
-            let original = OriginalIdentity {
-                username: format!("bench_{n}"),
-                email: format!("bench{n}@example.org"),
-                name: String::new(),
-            };
-            store
-                .enqueue(
-                    NewRetirement::new(original, Some(n as i64 + 1), &ids),
-                    Utc::now() - TimeDelta::days(30),
-                )
-                .await
-                .unwrap();
-        }
-        let fake = FakeEdx::start(FakeConfig {
-            lms_store: lms.then(|| store.clone()),
-            ..FakeConfig::default()
+        let mut sandbox = Sandbox::new(SandboxOptions {
+            store_url: database.as_ref().map(|db| db.url.clone()),
+            prefix: "Bench".into(),
+            // As before the sandbox: no store read per step call in the fake unless the LMS
+            // API is the store.
+            serve_lms: lms,
+            guard_steps: false,
+            ..SandboxOptions::new(&format!("driver-bench-{concurrency}"))
         })
         .await
         .unwrap();
+        sandbox.seed(queued).await.unwrap();
+        let fake = &sandbox.fake;
         let slow: &[&str] = if lms { &STATUS_PATHS } else { &[] };
         for path in STEP_PATHS
             .iter()
@@ -157,17 +130,13 @@ async fn main() {
                 }),
             );
         }
-        let mut yaml = format!(
-            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {0}/\n  ecommerce: {0}/\nstore: {1}\nmax_concurrent_per_service: {2}\nretirement_pipeline:\n",
-            fake.base_url(),
-            if lms { "lms" } else { url.as_str() },
-            concurrency.max(16)
-        );
-        for [w, c, s, o] in SIX_STAGE_EXAMPLE {
-            yaml.push_str(&format!("  - [{w}, {c}, {s}, {o}]\n"));
-        }
-        let config = dir.join("bench.yml");
-        std::fs::write(&config, yaml).unwrap();
+        let store = if lms { "lms" } else { sandbox.url.as_str() };
+        let config = sandbox
+            .write_config(
+                store,
+                &format!("max_concurrent_per_service: {}\n", concurrency.max(16)),
+            )
+            .unwrap();
         let output = tokio::task::spawn_blocking({
             let binary = binary.clone();
             move || {
@@ -211,11 +180,9 @@ async fn main() {
             100.0 * rate / limit,
             1000.0 * cpu / completed,
         );
-        drop(fake);
-        drop(store);
+        sandbox.finish(false);
         if let Some(db) = database {
             db.drop_database().await;
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

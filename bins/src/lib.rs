@@ -14,6 +14,8 @@ pub mod expire;
 pub mod logging;
 pub mod metrics;
 pub mod retire;
+#[cfg(feature = "demo")]
+pub mod sandbox;
 pub mod wiring;
 
 pub use error::CliError;

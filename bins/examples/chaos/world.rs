@@ -1,18 +1,12 @@
-//! One chaos world: a store with the six-stage states and seeded learners, the fake edX (which
-//! records every call with the learner's state when it arrived), a config file, and the
-//! captured output of every `retire` process started in it.
+//! One chaos world: the shared sandbox (a store with the six-stage states and seeded learners,
+//! the fake edX recording every call with the learner's state when it arrived), the run's config
+//! file, and the captured output of every `retire` process started in it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
-use chrono::{TimeDelta, Utc};
-use retirement_core::{OriginalIdentity, RetiredIdConfig, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES};
-use retirement_http::fake::{FakeConfig, FakeEdx};
+use bins::sandbox::{Sandbox, SandboxOptions};
 use retirement_store::testdb::TestDatabase;
-use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
-
-pub(crate) const SALT: &str = "chaos-salt";
 
 /// Where the learners' states live for the driver.
 #[derive(Debug, Clone)]
@@ -52,26 +46,24 @@ pub(crate) struct WorldOptions {
 }
 
 pub(crate) struct World {
-    pub(crate) fake: FakeEdx,
-    /// The store the checks read: the driver's, or the fake LMS's for `Backend::Lms`.
-    pub(crate) store: Arc<DieselStore>,
-    pub(crate) dir: PathBuf,
+    sandbox: Sandbox,
     pub(crate) config: PathBuf,
-    pub(crate) seeded: Vec<OriginalIdentity>,
     database: Option<TestDatabase>,
     processes: usize,
 }
 
+impl std::ops::Deref for World {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
 impl World {
+    /// The shared sandbox (fake edX over the store the learners live in, so every call is
+    /// recorded with the state it arrived in, and the LMS step guard applies), learners
+    /// requested 60 days ago (past the cool-off and cleanup's 37 days), and the run's config.
     pub(crate) async fn new(options: WorldOptions) -> Result<World, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "retire-chaos-{}-{}-{}",
-            std::process::id(),
-            options.name,
-            options.backend.label().replace(' ', "-")
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let database = match &options.backend {
             Backend::Postgres(admin) | Backend::Mysql(admin) => Some(
                 TestDatabase::create(admin)
@@ -80,83 +72,42 @@ impl World {
             ),
             Backend::Sqlite | Backend::Lms => None,
         };
-        let url = match &database {
-            Some(db) => db.url.clone(),
-            None => format!("sqlite://{}", dir.join("store.db").display()),
-        };
-        let store = Arc::new(
-            DieselStore::open(&url, &StoreOptions::default())
-                .await
-                .map_err(|e| format!("store: {e}"))?,
-        );
-        store.migrate().await.map_err(|e| format!("migrate: {e}"))?;
-        let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
-        store
-            .sync_states(&states, false)
-            .await
-            .map_err(|e| format!("states: {e}"))?;
-        // The fake reads each caller's state from the store the learners live in, so every
-        // call is recorded with the state it arrived in (and the LMS step guard applies).
-        let fake = FakeEdx::start(FakeConfig {
-            lms_store: Some(store.clone()),
-            enforce_state_guard: true,
-            seed: 0xC4A05,
-            ..FakeConfig::default()
+        let mut sandbox = Sandbox::new(SandboxOptions {
+            store_url: database.as_ref().map(|db| db.url.clone()),
+            prefix: "Chaos".into(),
+            requested_days_ago: 60,
+            ..SandboxOptions::new(&format!(
+                "chaos-{}-{}",
+                options.name,
+                options.backend.label().replace(' ', "-")
+            ))
         })
         .await
-        .map_err(|e| format!("fake edX: {e}"))?;
+        .map_err(|e| format!("sandbox: {e}"))?;
         let driver_store = match (&options.backend, &options.driver_url) {
             (Backend::Lms, _) => "lms".to_owned(),
-            (_, Some(rewrite)) => rewrite(&url),
-            (_, None) => url.clone(),
+            (_, Some(rewrite)) => rewrite(&sandbox.url),
+            (_, None) => sandbox.url.clone(),
         };
-        let base = fake.base_url();
-        let mut yaml = format!(
-            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {base}/\n  ecommerce: {base}/\nstore: {driver_store}\nlease_seconds: 10\nmax_concurrent_per_service: 64\nretired_id:\n  salts: [{SALT}]\nretirement_pipeline:\n"
-        );
-        for [w, c, s, o] in SIX_STAGE_EXAMPLE {
-            yaml.push_str(&format!("  - [{w}, {c}, {s}, {o}]\n"));
-        }
+        let mut extra = "lease_seconds: 10\nmax_concurrent_per_service: 64\n".to_owned();
         if !options.extra_yaml.contains("timeouts:") {
             // A lease (10 s, so killed runs' learners come back quickly) must outlive two calls.
-            yaml.push_str("timeouts:\n  request_seconds: 5\n");
+            extra.push_str("timeouts:\n  request_seconds: 5\n");
         }
-        yaml.push_str(&options.extra_yaml);
-        let config = dir.join("retirement.yml");
-        std::fs::write(&config, yaml).map_err(|e| format!("{}: {e}", config.display()))?;
-        let mut world = World {
-            fake,
-            store,
-            dir,
+        extra.push_str(&options.extra_yaml);
+        let config = sandbox
+            .write_config(&driver_store, &extra)
+            .map_err(|e| format!("config: {e}"))?;
+        sandbox
+            .seed(options.learners)
+            .await
+            .map_err(|e| format!("enqueue: {e}"))?;
+        Ok(World {
+            sandbox,
             config,
-            seeded: Vec::new(),
             database,
             processes: 0,
-        };
-        world.seed(options.learners).await?;
-        Ok(world)
-    }
-
-    /// Queues `n` learners requested 60 days ago (past the cool-off and cleanup's 37 days),
-    /// with originals distinctive enough that any leak is found by a plain substring scan.
-    async fn seed(&mut self, n: usize) -> Result<(), String> {
-        let ids = RetiredIdConfig::new(vec![SALT.into()]).map_err(|e| e.to_string())?;
-        for i in 0..n {
-            let original = OriginalIdentity {
-                username: format!("Chaos.Learner{i:05}"),
-                email: format!("chaos.learner{i:05}@example.org"),
-                name: format!("Chaos Person {i:05}"),
-            };
-            self.store
-                .enqueue(
-                    NewRetirement::new(original.clone(), Some(10_000 + i as i64), &ids),
-                    Utc::now() - TimeDelta::days(60),
-                )
-                .await
-                .map_err(|e| format!("enqueue: {e}"))?;
-            self.seeded.push(original);
-        }
-        Ok(())
+        })
     }
 
     /// Starts `retire ARGS --config FILE` with stdout and stderr captured in the world's
@@ -197,39 +148,24 @@ impl World {
 
     /// The seeded learners not yet in an end state.
     pub(crate) async fn unfinished(&self) -> Result<usize, String> {
-        let mut open = 0;
-        for original in &self.seeded {
-            let r = self
-                .store
-                .find_by_username(&original.username)
-                .await
-                .map_err(|e| format!("lookup: {e}"))?;
-            if !retirement_core::END_STATES.contains(&r.current_state()) {
-                open += 1;
-            }
-        }
-        Ok(open)
+        self.sandbox
+            .unfinished()
+            .await
+            .map_err(|e| format!("lookup: {e}"))
     }
 
     /// Drops the fake and the store's connections, then the server database and, unless
     /// `keep` (a broken promise: the captured output is evidence), the directory.
     pub(crate) async fn finish(self, keep: bool) {
         let World {
-            fake,
-            store,
-            database,
-            dir,
-            ..
+            sandbox, database, ..
         } = self;
-        drop(fake);
-        drop(store);
+        let kept = sandbox.finish(keep);
         if let Some(db) = database {
             db.drop_database().await;
         }
-        if keep {
+        if let Some(dir) = kept {
             println!("   evidence kept in {}", dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 }

@@ -5,16 +5,16 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
+use bins::sandbox::{Sandbox, SandboxOptions};
 use chrono::{TimeDelta, Utc};
-use retirement_core::{OriginalIdentity, RetiredIdConfig, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES};
-use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
+use retirement_core::{OriginalIdentity, RetiredIdConfig};
+use retirement_http::fake::{FakeEdx, Fault};
+use retirement_store::RetirementStore;
 use retirement_store::testdb::TestDatabase;
-use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
 
-pub(crate) const SALT: &str = "it-salt";
+pub(crate) const SALT: &str = bins::sandbox::SALT;
 
 /// The six-stage example's step paths, in stage order (one list, from the catalog).
 static STEP_PATHS: std::sync::LazyLock<Vec<String>> =
@@ -26,41 +26,23 @@ pub(crate) struct Output {
     pub(crate) code: Option<i32>,
 }
 
-/// A fake edX, a store with the six-stage states, and a tubular config file pointing at both.
+/// The shared sandbox (fake edX, store, learners) and its config file, pointing at both.
 pub(crate) struct World {
-    pub(crate) fake: FakeEdx,
-    pub(crate) store: Arc<DieselStore>,
-    pub(crate) url: String,
-    pub(crate) dir: PathBuf,
+    sandbox: Sandbox,
     pub(crate) config: PathBuf,
-    pub(crate) seeded: Vec<OriginalIdentity>,
     server_db: Option<TestDatabase>,
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl std::ops::Deref for World {
+    type Target = Sandbox;
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
     }
 }
 
-fn unique_dir(name: &str) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("retire-it-{}-{name}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// tubular's config file, unchanged in shape, plus `store`.
-pub(crate) fn tubular_yaml(base_url: &str, extra: &str) -> String {
-    let mut yaml = format!(
-        "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {base_url}/\n  ecommerce: {base_url}/\nretirement_pipeline:\n"
-    );
-    for [w, c, s, o] in SIX_STAGE_EXAMPLE {
-        yaml.push_str(&format!("  - [{w}, {c}, {s}, {o}]\n"));
-    }
-    yaml.push_str(&format!("retired_id:\n  salts: [{SALT}]\n{extra}"));
-    yaml
+/// tubular's config file, unchanged in shape, plus `extra` (the sandbox's, at `base_url`).
+pub(crate) fn tubular_yaml(world: &World, extra: &str) -> String {
+    world.sandbox.config_yaml(extra)
 }
 
 impl World {
@@ -70,70 +52,32 @@ impl World {
 
     /// With `server`, the store is a fresh database on that PostgreSQL/MySQL server.
     pub(crate) async fn with_store(name: &str, server: Option<&str>) -> World {
-        let dir = unique_dir(name);
-        let (url, server_db) = match server {
-            Some(admin) => {
-                let db = TestDatabase::create(admin)
+        let server_db = match server {
+            Some(admin) => Some(
+                TestDatabase::create(admin)
                     .await
-                    .expect("the test server is reachable");
-                (db.url.clone(), Some(db))
-            }
-            None => (format!("sqlite://{}", dir.join("store.db").display()), None),
+                    .expect("the test server is reachable"),
+            ),
+            None => None,
         };
-        let store = Arc::new(
-            DieselStore::open(&url, &StoreOptions::default())
-                .await
-                .unwrap(),
-        );
-        store.migrate().await.unwrap();
-        let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
-        store.sync_states(&states, false).await.unwrap();
-        let fake = FakeEdx::start(FakeConfig {
-            lms_store: Some(store.clone()),
-            enforce_state_guard: true,
-            ..FakeConfig::default()
+        let sandbox = Sandbox::new(SandboxOptions {
+            store_url: server_db.as_ref().map(|db| db.url.clone()),
+            prefix: "Seeded".into(),
+            ..SandboxOptions::new(&format!("it-{name}"))
         })
         .await
         .unwrap();
-        let config = dir.join("retirement.yml");
-        std::fs::write(
-            &config,
-            tubular_yaml(&fake.base_url(), &format!("store: {url}\n")),
-        )
-        .unwrap();
+        let config = sandbox.write_config(&sandbox.url, "").unwrap();
         World {
-            fake,
-            store,
-            url,
-            dir,
+            sandbox,
             config,
-            seeded: Vec::new(),
             server_db,
         }
     }
 
     /// Queues `n` learners requested 30 days ago; returns their originals.
     pub(crate) async fn seed(&mut self, n: usize) -> Vec<OriginalIdentity> {
-        let ids = RetiredIdConfig::new(vec![SALT.into()]).unwrap();
-        let start = self.seeded.len();
-        let mut added = Vec::new();
-        for i in start..start + n {
-            let original = OriginalIdentity {
-                username: format!("Seeded.User{i}"),
-                email: format!("seeded.user{i}@example.org"),
-                name: format!("Seeded Person {i}"),
-            };
-            self.store
-                .enqueue(
-                    NewRetirement::new(original.clone(), Some(1000 + i as i64), &ids),
-                    Utc::now() - TimeDelta::days(30),
-                )
-                .await
-                .unwrap();
-            added.push(original);
-        }
-        self.seeded.extend(added.clone());
-        added
+        self.sandbox.seed(n).await.unwrap()
     }
 
     pub(crate) fn command(&self, args: &[&str]) -> Command {
@@ -184,9 +128,12 @@ impl World {
         counts
     }
 
-    pub(crate) async fn finish(mut self) {
-        if let Some(db) = self.server_db.take() {
-            drop(self.store.clone());
+    pub(crate) async fn finish(self) {
+        let World {
+            sandbox, server_db, ..
+        } = self;
+        sandbox.finish(false);
+        if let Some(db) = server_db {
             db.drop_database().await;
         }
     }
@@ -569,7 +516,7 @@ async fn a_tubular_config_file_works_unchanged_with_retire_learner() {
     // tubular's file: its keys only, other scripts' keys included; the store comes from the
     // environment, as click's RETIREMENT_ prefix allowed.
     let tubular = world.dir.join("tubular.yml");
-    let mut yaml = tubular_yaml(&world.fake.base_url(), "");
+    let mut yaml = tubular_yaml(&world, "");
     yaml.push_str("fetch_ecommerce_segment_id: false\ns3_archive:\n  bucket_name: archive\norg_partner_mapping:\n  edX: [edX]\n");
     std::fs::write(&tubular, yaml).unwrap();
     let run = |username: &str| {
@@ -651,7 +598,7 @@ async fn config_errors_name_the_key_and_the_file_and_change_nothing() {
     std::fs::write(
         &bad,
         tubular_yaml(
-            &world.fake.base_url(),
+            &world,
             &format!("store: {}\nconcurrency: lots\n", world.url),
         ),
     )
@@ -669,10 +616,7 @@ async fn config_errors_name_the_key_and_the_file_and_change_nothing() {
     // An unknown key is reported, and the run goes on.
     std::fs::write(
         &bad,
-        tubular_yaml(
-            &world.fake.base_url(),
-            &format!("store: {}\nconcurency: 3\n", world.url),
-        ),
+        tubular_yaml(&world, &format!("store: {}\nconcurency: 3\n", world.url)),
     )
     .unwrap();
     let out = run_with_config(&bad);
@@ -803,10 +747,7 @@ async fn two_hosts_on_one_lms_share_a_lease_store_and_never_share_a_learner() {
     let leases = format!("sqlite://{}", world.dir.join("leases.db").display());
     std::fs::write(
         &world.config,
-        tubular_yaml(
-            &world.fake.base_url(),
-            &format!("store: lms\nlease_store: {leases}\n"),
-        ),
+        tubular_yaml(&world, &format!("store: lms\nlease_store: {leases}\n")),
     )
     .unwrap();
     // The lease table is created by `db migrate`, and `run` refuses to start before it.
@@ -887,7 +828,7 @@ async fn two_hosts_on_one_lms_share_a_lease_store_and_never_share_a_learner() {
     std::fs::write(
         &world.config,
         tubular_yaml(
-            &world.fake.base_url(),
+            &world,
             &format!("store: {}\nlease_store: {leases}\n", world.url),
         ),
     )
@@ -1007,8 +948,7 @@ async fn an_outage_defers_learners_instead_of_erroring_them() {
     let learners = world.seed(12).await;
     std::fs::write(
         &world.config,
-        tubular_yaml(
-            &world.fake.base_url(),
+        tubular_yaml(&world,
             &format!(
                 "store: {}\nretry:\n  initial_backoff_seconds: 0.05\n  budget_seconds: 1\noutage:\n  first_probe_after_seconds: 0.2\n  patience_seconds: 2\n",
                 world.url
