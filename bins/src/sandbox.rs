@@ -125,7 +125,18 @@ impl Sandbox {
             .store_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", dir.join("store.db").display()));
-        let store = Arc::new(DieselStore::open(&url, &StoreOptions::default()).await?);
+        // The fake answers from this store at high rates: SQLite's statements run on the
+        // calling task (no hop to the blocking pool and back per statement).
+        let store = Arc::new(
+            DieselStore::open(
+                &url,
+                &StoreOptions {
+                    sqlite_inline: true,
+                    ..StoreOptions::default()
+                },
+            )
+            .await?,
+        );
         store.migrate().await?;
         let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
         store.sync_states(&states, false).await?;
