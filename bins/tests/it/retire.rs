@@ -791,7 +791,15 @@ async fn two_hosts_on_one_lms_share_a_lease_store_and_never_share_a_learner() {
             .as_u64()
             .unwrap()
     };
-    assert_eq!(field(&a, "claimed") + field(&b, "claimed"), 120);
+    assert_eq!(
+        field(&a, "claimed") + field(&b, "claimed"),
+        120,
+        "{}\n{}\n{}\n{}",
+        a.stdout,
+        a.stderr,
+        b.stdout,
+        b.stderr
+    );
     assert_eq!(field(&a, "lease_lost") + field(&b, "lease_lost"), 0);
     assert!(world.fake.overlaps().is_empty());
     // Every step call names its worker; each learner had one.

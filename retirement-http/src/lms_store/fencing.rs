@@ -55,7 +55,7 @@ impl LmsStore {
 
     /// Takes the shared lease of each candidate the listing gave; returns those won, with the
     /// table's fencing number, read again where the listing may be older than the last write,
-    /// and how many other hosts took first. Candidates not won are let go of in this process
+    /// and how many other hosts took (or finished) first. Candidates not won are let go of in this process
     /// too; on an error, all of them.
     pub(super) async fn take_shared(
         &self,
@@ -75,8 +75,8 @@ impl LmsStore {
             };
             match self.take_one(table.as_ref(), candidate, request, now).await {
                 Ok(Taken::Won(claimed)) => won.push(*claimed),
-                Ok(Taken::Lost) => lost += 1,
-                Ok(Taken::Gone) => {}
+                // Both mean another host got there first: the queue may hold more.
+                Ok(Taken::Lost | Taken::Gone) => lost += 1,
                 Err(e) => break Some(e),
             }
         };

@@ -599,20 +599,36 @@ impl RetirementStore for LmsStore {
         if request.limit <= 0 {
             return Ok(Vec::new());
         }
-        // With a shared lease table, every candidate may go to other hosts between the look at
-        // the table and the acquisitions. An empty claim tells the runner the queue is empty,
-        // so look again: the learners lost are live leases now, left out of the next listing.
+        // With a shared lease table, candidates may go to other hosts (or be finished by them)
+        // between the look at the table and the acquisitions. A claim that returns fewer than
+        // asked tells the runner the queue is drained, so look again until the claim is full or
+        // a listing had nothing another host took: the learners lost are live leases now, left
+        // out of the next listing.
+        let want = request.limit as usize;
+        let mut won: Vec<Claimed> = Vec::new();
         for _ in 0..MAX_CLAIM_ROUNDS {
-            let candidates = self.list_claimable(request, now).await?;
-            if candidates.is_empty() {
-                return Ok(candidates);
-            }
-            let (won, lost) = self.take_shared(candidates, request, now).await?;
-            if !won.is_empty() || lost == 0 {
-                return Ok(won);
+            let round = ClaimRequest {
+                limit: (want - won.len()) as i64,
+                ..request.clone()
+            };
+            let taken = match self.list_claimable(&round, now).await {
+                Ok(candidates) if candidates.is_empty() => break,
+                Ok(candidates) => self.take_shared(candidates, &round, now).await,
+                Err(e) => Err(e),
+            };
+            match taken {
+                Ok((more, lost)) => {
+                    won.extend(more);
+                    if won.len() >= want || lost == 0 {
+                        break;
+                    }
+                }
+                // What this claim already holds is handed out; the error comes back next time.
+                Err(_) if !won.is_empty() => break,
+                Err(e) => return Err(e),
             }
         }
-        Ok(Vec::new())
+        Ok(won)
     }
 
     async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {
