@@ -152,6 +152,12 @@ pub enum StoreError {
     /// An argument outside what the store accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A database that is not the schema expected (enterprise-access's); nothing was written.
+    #[error("not enterprise-access's schema as this build knows it: {what}")]
+    UnrecognisedSchema {
+        /// Each missing `table.column`, and each column of an unexpected type or collation.
+        what: String,
+    },
 }
 
 impl StoreError {

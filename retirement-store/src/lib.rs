@@ -32,6 +32,7 @@ mod audit;
 mod claim;
 mod conn;
 mod diesel_store;
+pub mod enterprise_access;
 mod error;
 mod lease_table;
 mod retirements;

@@ -1,6 +1,7 @@
 //! The store suite, run against SQLite, PostgreSQL and MariaDB/MySQL (see `harness.rs`).
 
 mod assignments;
+mod enterprise_access;
 mod harness;
 mod lease_table;
 mod leases;
@@ -25,6 +26,7 @@ fn main() {
     let mut tests = retirements::tests();
     tests.extend(leases::tests());
     tests.extend(lease_table::tests());
+    tests.extend(enterprise_access::tests());
     tests.extend(assignments::tests());
     // The scenarios every RetirementStore shares (the LMS-backed store runs them too).
     tests.extend(
