@@ -20,30 +20,14 @@ pub enum ExpiryEmail {
     BrowseAndRequest,
 }
 
-/// What to do with one assignment.
+/// What to do with one assignment: keep it or expire it, with why and when it could expire.
+/// The flat JSON-lines form is [`crate::format_decision`]'s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Decision {
     /// The assignment's id.
     pub uuid: String,
-    /// Whether it expires now.
-    pub expire: bool,
-    /// Why, when it expires.
-    pub reason: Option<Reason>,
-    /// The state to move it to, when it expires.
-    pub new_state: Option<AssignmentState>,
-    /// The `expired_at` to stamp (current policy), when it expires.
-    pub expired_at: Option<DateTime<Utc>>,
-    /// Whether to scrub the email now (ADR 0016 policy, 90-day reason).
-    pub scrub_pii: bool,
-    /// The tombstone to write when scrubbing with a fixed tombstone. `None` with `scrub_pii`
-    /// set means a custom policy wants a unique one: draw it with [`crate::tombstone_email`].
-    pub tombstone: Option<String>,
-    /// The email to queue, when it expires.
-    pub email: Option<ExpiryEmail>,
-    /// The action the email task records when the email is delivered.
-    pub action_on_email_success: Option<ActionType>,
-    /// Whether a linked credit request moves to `expired` too.
-    pub expire_credit_request: bool,
+    /// Keep, or expire with everything expiring means.
+    pub verdict: Verdict,
     /// The earliest date the assignment can expire and why (for keep decisions too); `None`
     /// for assignments that are never expired (not allocated, or configuration inactive).
     pub earliest_possible_expiration: Option<Expiration>,
@@ -51,22 +35,69 @@ pub struct Decision {
     pub warnings: Vec<String>,
 }
 
+/// Keep the assignment, or expire it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Leave it as it is.
+    Keep,
+    /// Expire it now.
+    Expire(Expiry),
+}
+
+/// What expiring one assignment takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expiry {
+    /// Why.
+    pub reason: Reason,
+    /// The state to move it to.
+    pub new_state: AssignmentState,
+    /// The `expired_at` to stamp (current policy).
+    pub expired_at: Option<DateTime<Utc>>,
+    /// What happens to the learner's email now.
+    pub pii: PiiNow,
+    /// The email to queue.
+    pub email: ExpiryEmail,
+    /// The action the email task records when the email is delivered.
+    pub action_on_email_success: ActionType,
+    /// Whether a linked credit request moves to `expired` too.
+    pub expire_credit_request: bool,
+}
+
+/// What an expiry does with the learner's email at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiNow {
+    /// Keep it (the current policy's PII job clears it later, after the email was sent).
+    Keep,
+    /// Overwrite it (row and history) with this tombstone (ADR 0016, 90-day reason).
+    Tombstone(String),
+    /// Overwrite it with a unique tombstone: the caller draws it with
+    /// [`crate::tombstone_email`] (`evaluate` stays a pure function of its inputs, no nonce).
+    UniqueTombstone,
+}
+
 impl Decision {
     fn keep(uuid: &str, earliest: Option<Expiration>, warnings: Vec<String>) -> Decision {
         Decision {
             uuid: uuid.to_owned(),
-            expire: false,
-            reason: None,
-            new_state: None,
-            expired_at: None,
-            scrub_pii: false,
-            tombstone: None,
-            email: None,
-            action_on_email_success: None,
-            expire_credit_request: false,
+            verdict: Verdict::Keep,
             earliest_possible_expiration: earliest,
             warnings,
         }
+    }
+
+    /// The expiry, when the verdict is to expire.
+    pub fn expiry(&self) -> Option<&Expiry> {
+        match &self.verdict {
+            Verdict::Keep => None,
+            Verdict::Expire(expiry) => Some(expiry),
+        }
+    }
+
+    /// Whether the assignment expires now.
+    pub fn expires(&self) -> bool {
+        self.expiry().is_some()
     }
 }
 
@@ -267,24 +298,26 @@ pub fn evaluate(
     let scrub_pii =
         policy.scrub == ScrubTiming::ImmediatelyForNinetyDays && reason == Reason::NinetyDaysPassed;
     let browse_and_request = assignment.has_credit_request && policy.kind_links_credit_requests();
+    let pii = match (scrub_pii, policy.tombstone) {
+        (false, _) => PiiNow::Keep,
+        (true, Tombstone::Fixed) => PiiNow::Tombstone(crate::model::FIXED_TOMBSTONE.to_owned()),
+        (true, _) => PiiNow::UniqueTombstone,
+    };
     Decision {
         uuid: assignment.uuid.clone(),
-        expire: true,
-        reason: Some(reason),
-        new_state: Some(policy.expired_state),
-        expired_at: policy.stamps_expired_at.then_some(now),
-        scrub_pii,
-        // A unique tombstone needs a nonce, which `evaluate` does not take (it stays a pure
-        // function of its inputs): the caller draws one with `tombstone_email`.
-        tombstone: (scrub_pii && policy.tombstone == Tombstone::Fixed)
-            .then(|| crate::model::FIXED_TOMBSTONE.to_owned()),
-        email: Some(if browse_and_request {
-            ExpiryEmail::BrowseAndRequest
-        } else {
-            ExpiryEmail::Regular
+        verdict: Verdict::Expire(Expiry {
+            reason,
+            new_state: policy.expired_state,
+            expired_at: policy.stamps_expired_at.then_some(now),
+            pii,
+            email: if browse_and_request {
+                ExpiryEmail::BrowseAndRequest
+            } else {
+                ExpiryEmail::Regular
+            },
+            action_on_email_success: policy.success_action,
+            expire_credit_request: browse_and_request,
         }),
-        action_on_email_success: Some(policy.success_action),
-        expire_credit_request: browse_and_request,
         earliest_possible_expiration: Some(earliest),
         warnings,
     }

@@ -104,7 +104,7 @@ fn redact_values(error: &serde_json::Error) -> String {
     out
 }
 
-/// One output line: exactly the documented keys.
+/// One output line: exactly the documented keys (the flat wire form of a [`Decision`]).
 #[derive(Debug, Serialize)]
 struct OutputLine<'a> {
     uuid: &'a str,
@@ -119,13 +119,17 @@ struct OutputLine<'a> {
 
 /// Formats a decision as one output line (no trailing newline).
 pub fn format_decision(decision: &Decision) -> String {
+    let expiry = decision.expiry();
     let line = OutputLine {
         uuid: &decision.uuid,
-        expire: decision.expire,
-        reason: decision.reason,
-        new_state: decision.new_state,
-        scrub_pii: decision.scrub_pii,
-        tombstone: decision.tombstone.as_deref(),
+        expire: expiry.is_some(),
+        reason: expiry.map(|e| e.reason),
+        new_state: expiry.map(|e| e.new_state),
+        scrub_pii: expiry.is_some_and(|e| e.pii != crate::engine::PiiNow::Keep),
+        tombstone: match expiry.map(|e| &e.pii) {
+            Some(crate::engine::PiiNow::Tombstone(t)) => Some(t.as_str()),
+            _ => None,
+        },
         earliest_possible_expiration: decision.earliest_possible_expiration,
         warnings: &decision.warnings,
     };

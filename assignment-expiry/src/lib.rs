@@ -55,7 +55,7 @@ mod model;
 mod tests;
 
 pub use engine::{
-    Decision, ExpiryEmail, PiiDecision, Scrub, evaluate, pii_job_decision,
+    Decision, Expiry, ExpiryEmail, PiiDecision, PiiNow, Scrub, Verdict, evaluate, pii_job_decision,
     scrub_for_retired_learner,
 };
 pub use error::ExpiryError;

@@ -122,8 +122,8 @@ fn run_table(kind: PolicyKind, rows: Vec<Row>) {
     assert!(rows.len() >= 25, "at least 25 rows per policy");
     for r in rows {
         let d = evaluate(&r.assignment, &r.context, &policy, r.now);
-        assert_eq!(d.expire, r.reason.is_some(), "{}: expire", r.name);
-        assert_eq!(d.reason, r.reason, "{}: reason", r.name);
+        assert_eq!(d.expires(), r.reason.is_some(), "{}: expire", r.name);
+        assert_eq!(d.expiry().map(|e| e.reason), r.reason, "{}: reason", r.name);
         assert_eq!(
             !d.warnings.is_empty(),
             r.warns,
@@ -135,11 +135,10 @@ fn run_table(kind: PolicyKind, rows: Vec<Row>) {
             let e = d.earliest_possible_expiration.expect(r.name);
             assert_eq!((e.date, e.reason), (date, reason), "{}: earliest", r.name);
         }
-        if d.expire {
-            assert_eq!(d.new_state, Some(policy.expired_state), "{}", r.name);
+        if let Some(expiry) = d.expiry() {
+            assert_eq!(expiry.new_state, policy.expired_state, "{}", r.name);
         } else {
-            assert_eq!(d.new_state, None, "{}", r.name);
-            assert!(!d.scrub_pii, "{}: keep never scrubs", r.name);
+            assert_eq!(d.verdict, Verdict::Keep, "{}", r.name);
         }
     }
 }
@@ -485,19 +484,20 @@ fn current_policy_acceptance_table() {
 fn adr_expiry_cancels_and_scrubs_at_once_for_ninety_days_only() {
     let policy = Policy::named(PolicyKind::Adr0016);
     let d = evaluate(&base(), &ctx(), &policy, day(91));
-    assert_eq!(d.new_state, Some(AssignmentState::Cancelled));
-    assert!(d.scrub_pii);
-    assert_eq!(d.tombstone.as_deref(), Some("retired_user@retired.invalid"));
+    let e = d.expiry().expect("expires");
+    assert_eq!(e.new_state, AssignmentState::Cancelled);
     assert_eq!(
-        d.action_on_email_success,
-        Some(ActionType::AutomaticCancellation)
+        e.pii,
+        PiiNow::Tombstone("retired_user@retired.invalid".into())
     );
-    assert_eq!(d.expired_at, None);
+    assert_eq!(e.action_on_email_success, ActionType::AutomaticCancellation);
+    assert_eq!(e.expired_at, None);
     let mut c = ctx();
     c.subsidy_expiration = Some(fmt(day(5)));
     let d = evaluate(&base(), &c, &policy, day(6));
-    assert_eq!(d.reason, Some(SUBSIDY));
-    assert!(!d.scrub_pii && d.tombstone.is_none());
+    let e = d.expiry().expect("expires");
+    assert_eq!(e.reason, SUBSIDY);
+    assert_eq!(e.pii, PiiNow::Keep);
 }
 
 #[test]
@@ -506,15 +506,18 @@ fn current_expiry_stamps_expired_at_and_leaves_scrubbing_to_the_pii_job() {
     let mut a = base();
     a.has_credit_request = true;
     let d = evaluate(&a, &ctx(), &policy, day(90));
-    assert_eq!(d.new_state, Some(AssignmentState::Expired));
-    assert_eq!(d.expired_at, Some(day(90)));
-    assert!(!d.scrub_pii && d.tombstone.is_none());
-    assert_eq!(d.email, Some(ExpiryEmail::BrowseAndRequest));
-    assert!(d.expire_credit_request);
-    assert_eq!(d.action_on_email_success, Some(ActionType::Expired));
+    let e = d.expiry().expect("expires");
+    assert_eq!(e.new_state, AssignmentState::Expired);
+    assert_eq!(e.expired_at, Some(day(90)));
+    assert_eq!(e.pii, PiiNow::Keep);
+    assert_eq!(e.email, ExpiryEmail::BrowseAndRequest);
+    assert!(e.expire_credit_request);
+    assert_eq!(e.action_on_email_success, ActionType::Expired);
     a.has_credit_request = false;
     assert_eq!(
-        evaluate(&a, &ctx(), &policy, day(90)).email,
+        evaluate(&a, &ctx(), &policy, day(90))
+            .expiry()
+            .map(|e| e.email),
         Some(ExpiryEmail::Regular)
     );
 }
@@ -524,10 +527,12 @@ fn max_age_is_a_policy_parameter() {
     let mut policy = Policy::named(PolicyKind::Current);
     policy.max_age = TimeDelta::days(30);
     assert_eq!(
-        evaluate(&base(), &ctx(), &policy, day(30)).reason,
+        evaluate(&base(), &ctx(), &policy, day(30))
+            .expiry()
+            .map(|e| e.reason),
         Some(NINETY)
     );
-    assert!(!evaluate(&base(), &ctx(), &policy, sec(day(30), -1)).expire);
+    assert!(!evaluate(&base(), &ctx(), &policy, sec(day(30), -1)).expires());
 }
 
 fn expired(email: &str) -> Assignment {

@@ -11,7 +11,7 @@ use std::io::BufRead;
 
 use assignment_expiry::{
     ActionType, Assignment, AssignmentAction, AssignmentState, ContentMetadata, Context, Decision,
-    Enrollment, ErrorReason, NonceSource, Policy, Reason, Tombstone, evaluate, parse_line,
+    Enrollment, ErrorReason, NonceSource, PiiNow, Policy, Reason, Tombstone, evaluate, parse_line,
     pii_job_decision, scrub_for_retired_learner, tombstone_email,
 };
 use chrono::{DateTime, Utc};
@@ -801,27 +801,20 @@ impl DieselStore {
                 if !decision.warnings.is_empty() {
                     summary.with_warnings += 1;
                 }
-                if decision.expire {
+                if let Some(expiry) = decision.expiry() {
                     summary.expired += 1;
-                    if let Some(reason) = decision.reason {
-                        *summary.by_reason.entry(reason).or_default() += 1;
-                    }
-                    let tombstone = decision.scrub_pii.then(|| {
-                        decision
-                            .tombstone
-                            .clone()
-                            .unwrap_or_else(|| tombstone_email(Tombstone::Unique, nonce))
-                    });
+                    *summary.by_reason.entry(expiry.reason).or_default() += 1;
+                    let tombstone = match &expiry.pii {
+                        PiiNow::Keep => None,
+                        PiiNow::Tombstone(t) => Some(t.clone()),
+                        PiiNow::UniqueTombstone => Some(tombstone_email(Tombstone::Unique, nonce)),
+                    };
                     if tombstone.is_some() {
                         summary.scrubbed += 1;
                     }
-                    let state = decision
-                        .new_state
-                        .unwrap_or(policy.expired_state)
-                        .as_str()
-                        .to_owned();
+                    let state = expiry.new_state.as_str().to_owned();
                     groups
-                        .entry((state, decision.expired_at.map(micros), tombstone))
+                        .entry((state, expiry.expired_at.map(micros), tombstone))
                         .or_default()
                         .push(*id);
                 }

@@ -158,7 +158,7 @@ async fn expiry_pass_matches_the_pure_engine_and_sees_each_row_once(store: Store
             .await
             .unwrap()
             .unwrap();
-        if decision.expire {
+        if decision.expires() {
             expired += 1;
             assert_eq!(stored.state, AssignmentState::Expired);
             assert_eq!(stored.expired_at, Some(now));
@@ -193,7 +193,13 @@ async fn adr_0016_scrubs_at_expiry_including_history(store: Store) {
         .await
         .unwrap();
     assert!(summary.scrubbed > 0);
-    let scrubbed: Vec<&Decision> = decisions.iter().filter(|d| d.scrub_pii).collect();
+    let scrubbed: Vec<&Decision> = decisions
+        .iter()
+        .filter(|d| {
+            d.expiry()
+                .is_some_and(|e| e.pii != assignment_expiry::PiiNow::Keep)
+        })
+        .collect();
     let emails: Vec<String> = scrubbed
         .iter()
         .map(|d| {
