@@ -42,6 +42,9 @@ pub trait LeaseTable: Send + Sync {
     /// The live leases at `now`.
     async fn live(&self, now: DateTime<Utc>) -> Result<Vec<Lease>>;
 
+    /// The live lease on `id` at `now`, if any.
+    async fn live_on(&self, id: RetirementId, now: DateTime<Utc>) -> Result<Option<Lease>>;
+
     /// Takes the lease on `id` for `owner` until `expires`, unless someone holds a live one
     /// (`None`).
     async fn acquire(
@@ -115,6 +118,27 @@ impl LeaseTable for DieselStore {
                 })
             })
             .collect()
+    }
+
+    async fn live_on(&self, id: RetirementId, now: DateTime<Utc>) -> Result<Option<Lease>> {
+        let row: Option<(Option<String>, i64, Option<i64>)> = with_conn!(self, c => {
+            l::table
+                .filter(l::retirement_id.eq(id.0))
+                .filter(l::expires.gt(micros(now)))
+                .select((l::owner, l::attempt, l::expires))
+                .first(c)
+                .await
+                .optional()?
+        });
+        row.map(|(owner, attempt, expires)| {
+            Ok(Lease {
+                retirement_id: id,
+                owner: owner.unwrap_or_default(),
+                attempt,
+                expires: from_micros("retirement_leases", expires.unwrap_or_default())?,
+            })
+        })
+        .transpose()
     }
 
     async fn acquire(

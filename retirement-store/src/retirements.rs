@@ -236,7 +236,10 @@ pub trait RetirementStore: Send + Sync {
     /// they were (originals and log included) for the caller to archive. Ledger rows stay.
     async fn cleanup(&self, original_usernames: &[String]) -> Result<Vec<Retirement>>;
 
-    /// Claims up to `limit` actionable learners, lowest id first, for `request.owner`.
+    /// Claims up to `limit` actionable learners, lowest id first, for `request.owner`. Fewer
+    /// than `limit` means nothing more is claimable now: the runner stops claiming on it, so a
+    /// store whose candidates can be lost to other workers mid-claim must look again rather
+    /// than return short (the LMS store with a shared lease table does).
     async fn claim(&self, request: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>>;
 
     /// Extends a lease to `until`.

@@ -164,12 +164,7 @@ impl LmsStore {
                 }
                 fenced
             }
-            None => match table
-                .live(now)
-                .await?
-                .into_iter()
-                .find(|l| l.retirement_id == id)
-            {
+            None => match table.live_on(id, now).await? {
                 Some(live) => Err(StoreError::Leased {
                     retirement_id: id,
                     until: live.expires.to_rfc3339(),

@@ -33,6 +33,11 @@ async fn a_lease_is_held_fenced_and_handed_on_with_its_last_state(store: Store) 
     // Live: nobody else gets it, and it is listed with its owner.
     assert_eq!(store.acquire(id, "w2", five, now).await.unwrap(), None);
     assert_eq!(store.live(now).await.unwrap(), vec![first.lease.clone()]);
+    assert_eq!(
+        store.live_on(id, now).await.unwrap(),
+        Some(first.lease.clone())
+    );
+    assert_eq!(store.live_on(RetirementId(99), now).await.unwrap(), None);
     store
         .fence(&first.lease, "RETIRING_FORUMS", now)
         .await
