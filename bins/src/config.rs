@@ -194,8 +194,24 @@ pub struct Config {
     pub services: Vec<GenericService>,
     /// The assignment expiry policy (default `adr-0016`).
     pub expiry_policy: PolicyKind,
+    /// How `assignments_store` is laid out (default `own`).
+    pub assignments_schema: AssignmentsSchema,
+    /// How expired assignments' emails are queued (default `none`).
+    pub notifications: retirement_http::expiry::Notifications,
     /// Keys nobody knows, for the warning.
     pub unknown_keys: Vec<String>,
+}
+
+/// How the assignment tables are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum AssignmentsSchema {
+    /// This project's tables (`retire db migrate`, filled by `expire-assignments import`).
+    #[default]
+    #[serde(rename = "own")]
+    Own,
+    /// enterprise-access's own MySQL/MariaDB database, with its catalog and subsidy services.
+    #[serde(rename = "enterprise-access")]
+    EnterpriseAccess,
 }
 
 impl Default for Config {
@@ -223,6 +239,8 @@ impl Default for Config {
             retirement_states: None,
             services: Vec::new(),
             expiry_policy: PolicyKind::Adr0016,
+            assignments_schema: AssignmentsSchema::Own,
+            notifications: retirement_http::expiry::Notifications::None,
             unknown_keys: Vec::new(),
         }
     }
@@ -293,6 +311,19 @@ impl Config {
                 "store" => config.store = typed(k, value, &error)?,
                 "assignments_store" => config.assignments_store = Some(typed(k, value, &error)?),
                 "lease_store" => config.lease_store = Some(typed(k, value, &error)?),
+                "assignments_schema" => config.assignments_schema = typed(k, value, &error)?,
+                "notifications" => {
+                    config.notifications = match typed::<String>(k, value, &error)?.as_str() {
+                        "none" => retirement_http::expiry::Notifications::None,
+                        "outbox" => retirement_http::expiry::Notifications::Outbox,
+                        other => {
+                            return Err(error(
+                                Some(k),
+                                format!("{other:?} is not one of: none, outbox"),
+                            ));
+                        }
+                    }
+                }
                 "concurrency" => {
                     config.concurrency = typed(k, value, &error)?;
                     if config.concurrency == 0 {

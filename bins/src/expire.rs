@@ -13,9 +13,13 @@ use assignment_expiry::{Policy, PolicyKind, evaluate, format_decision, parse_lin
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use retirement_core::SplitMix64;
+use retirement_http::expiry::{
+    self, EnterpriseServices, ExpirySummary, PassOptions, default_service_retry,
+};
 use retirement_store::DieselStore;
+use retirement_store::enterprise_access::{EnterpriseAccessStore, OUTBOX};
 
-use crate::config::Config;
+use crate::config::{AssignmentsSchema, Config};
 use crate::error::CliError;
 use crate::logging::LogFormat;
 use crate::wiring::random_u64;
@@ -29,7 +33,7 @@ use crate::wiring::random_u64;
     name = "expire-assignments",
     version,
     term_width = 100,
-    after_help = "Exit status: 0 done; 1 failed (store, file, or malformed input lines); 2 bad usage or config."
+    after_help = "Exit status: 0 done; 1 failed (store, file, or malformed input lines); 2 bad usage or config; 5 done, but a service failed and some rows were left undecided."
 )]
 struct Cli {
     /// The YAML config file (the `retire` config; reads store, assignments_store and
@@ -120,6 +124,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prepare the assignments store: this project's schema gets its migrations;
+    /// enterprise-access's database is checked and gets the outbox table
+    /// (`notifications: outbox`), the only table this project adds there.
+    Migrate,
     /// Load assignments from a JSON-lines file (the `evaluate` input format) into the store.
     /// The whole file is checked first; nothing is written if any line is bad. Lines already
     /// imported are skipped, so re-running finishes an interrupted import.
@@ -182,7 +190,13 @@ pub fn main() -> ExitCode {
             };
             let global = (cli.config, cli.store);
             match runtime.block_on(store_command(global, command)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(Outcome::Done) => ExitCode::SUCCESS,
+                Ok(Outcome::Undecided) => {
+                    eprintln!(
+                        "expire-assignments: some rows were left undecided because a service failed (see the summary)"
+                    );
+                    ExitCode::from(crate::error::exit::SERVICE_DOWN)
+                }
                 Err(e) => {
                     eprintln!("expire-assignments: {e}");
                     ExitCode::from(e.exit_status())
@@ -208,10 +222,16 @@ fn print_json_or<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce()
     }
 }
 
+/// What a store command came to: done, or done with rows a service left undecided.
+enum Outcome {
+    Done,
+    Undecided,
+}
+
 async fn store_command(
     (config_path, store): (Option<PathBuf>, Option<String>),
     command: Command,
-) -> Result<(), CliError> {
+) -> Result<Outcome, CliError> {
     let config = match &config_path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -224,9 +244,58 @@ async fn store_command(
             "assignments live in a SQL store: set assignments_store or pass --store".into(),
         ));
     }
-    let store: Arc<DieselStore> = crate::wiring::open_sql(&url).await?;
     let mut seed = SplitMix64::new(random_u64());
     let mut nonce = move || seed.next_u64();
+    if let Command::Import { file } = &command {
+        if config.assignments_schema != AssignmentsSchema::Own {
+            return Err(config.error(
+                "assignments_schema",
+                "import fills this project's own tables; enterprise-access's database is read in place",
+            ));
+        }
+        let store: Arc<DieselStore> = crate::wiring::open_sql(&url).await?;
+        let open = || std::fs::File::open(file).map(io::BufReader::new);
+        let summary = store.import_assignments(open, Utc::now()).await?;
+        println!(
+            "imported {}, already present {}, configurations {}, content keys {}",
+            summary.imported, summary.already_present, summary.configurations, summary.content_keys
+        );
+        return Ok(Outcome::Done);
+    }
+    if let Command::Migrate = &command {
+        match config.assignments_schema {
+            AssignmentsSchema::Own => {
+                let store = DieselStore::open(&url, &Default::default()).await?;
+                let applied = store.migrate().await?;
+                println!("applied {} migration(s)", applied.len());
+            }
+            AssignmentsSchema::EnterpriseAccess => {
+                let sql = Arc::new(DieselStore::open(&url, &Default::default()).await?);
+                let store = EnterpriseAccessStore::open(sql).await?;
+                store.create_outbox().await?;
+                println!("enterprise-access schema recognised; outbox table {OUTBOX} is in place");
+            }
+        }
+        return Ok(Outcome::Done);
+    }
+    let store = crate::wiring::assignment_store(&config, &url).await?;
+    let services = match config.assignments_schema {
+        AssignmentsSchema::Own => None,
+        AssignmentsSchema::EnterpriseAccess => {
+            let clients =
+                crate::wiring::clients(&config, "expire-assignments")?.ok_or_else(|| {
+                    config.error(
+                        "base_urls.lms",
+                        "enterprise-access's schema needs client_id, client_secret and base_urls \
+                     (lms, enterprise_catalog, enterprise_subsidy)",
+                    )
+                })?;
+            Some(
+                EnterpriseServices::new(&clients, default_service_retry(), random_u64())
+                    .map_err(|e| config.error("base_urls", e.to_string()))?,
+            )
+        }
+    };
     match command {
         Command::Run {
             policy,
@@ -235,40 +304,27 @@ async fn store_command(
             batch_size,
             json,
         } => {
-            let kind = policy_kind(policy, &config);
-            let now = now.unwrap_or_else(Utc::now);
-            let summary = store
-                .expire_assignments(
-                    &Policy::named(kind),
-                    now,
-                    batch_size as usize,
-                    dry_run,
-                    &mut nonce,
-                    |_| {},
-                )
-                .await?;
-            print_json_or(json, &summary, || {
-                let mut out = format!(
-                    "scanned {}, expired {}{}, scrubbed {}, with warnings {}\n",
-                    summary.scanned,
-                    summary.expired,
-                    if dry_run {
-                        " (dry run: nothing changed)"
-                    } else {
-                        ""
-                    },
-                    summary.scrubbed,
-                    summary.with_warnings
-                );
-                for (reason, count) in &summary.by_reason {
-                    let name = serde_json::to_value(reason)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_else(|| format!("{reason:?}"));
-                    out.push_str(&format!("  {name}: {count}\n"));
-                }
-                out
-            });
+            let options = PassOptions {
+                policy: Policy::named(policy_kind(policy, &config)),
+                now: now.unwrap_or_else(Utc::now),
+                dry_run,
+                page_size: batch_size as usize,
+                notifications: config.notifications,
+            };
+            let summary = expiry::expire(
+                store.as_ref(),
+                services.as_ref(),
+                &options,
+                &mut nonce,
+                &mut |_| {},
+            )
+            .await?;
+            print_json_or(json, &summary, || run_text(&summary));
+            Ok(if summary.undecided > 0 {
+                Outcome::Undecided
+            } else {
+                Outcome::Done
+            })
         }
         Command::ScrubPii {
             policy,
@@ -276,11 +332,15 @@ async fn store_command(
             now,
             json,
         } => {
-            let kind = policy_kind(policy, &config);
-            let now = now.unwrap_or_else(Utc::now);
-            let summary = store
-                .run_pii_job(&Policy::named(kind), now, 1000, dry_run, &mut nonce)
-                .await?;
+            let options = PassOptions {
+                policy: Policy::named(policy_kind(policy, &config)),
+                now: now.unwrap_or_else(Utc::now),
+                dry_run,
+                page_size: expiry::DEFAULT_PAGE_SIZE,
+                notifications: config.notifications,
+            };
+            let summary =
+                expiry::scrub_pii(store.as_ref(), services.as_ref(), &options, &mut nonce).await?;
             print_json_or(json, &summary, || {
                 let mut out = format!(
                     "scanned {}, scrubbed {}{}\n",
@@ -295,27 +355,88 @@ async fn store_command(
                 for (reason, count) in &summary.skipped {
                     out.push_str(&format!("  skipped, {reason}: {count}\n"));
                 }
+                undecided_text(
+                    &mut out,
+                    summary.undecided,
+                    &summary.undecided_configurations,
+                );
+                if summary.changed_meanwhile > 0 {
+                    out.push_str(&format!(
+                        "  changed by another writer meanwhile (next run): {}\n",
+                        summary.changed_meanwhile
+                    ));
+                }
                 out
             });
+            Ok(if summary.undecided > 0 {
+                Outcome::Undecided
+            } else {
+                Outcome::Done
+            })
         }
-        Command::Import { file } => {
-            let open = || std::fs::File::open(&file).map(io::BufReader::new);
-            let summary = store.import_assignments(open, Utc::now()).await?;
-            println!(
-                "imported {}, already present {}, configurations {}, content keys {}",
-                summary.imported,
-                summary.already_present,
-                summary.configurations,
-                summary.content_keys
-            );
-        }
-        Command::Evaluate { .. } => {
-            return Err(CliError::Usage(
-                "evaluate reads stdin and needs no store".into(),
-            ));
-        }
+        Command::Import { .. } | Command::Migrate => Ok(Outcome::Done),
+        Command::Evaluate { .. } => Err(CliError::Usage(
+            "evaluate reads stdin and needs no store".into(),
+        )),
     }
-    Ok(())
+}
+
+fn undecided_text(
+    out: &mut String,
+    undecided: u64,
+    why: &std::collections::BTreeMap<String, String>,
+) {
+    if undecided == 0 {
+        return;
+    }
+    out.push_str(&format!(
+        "  undecided (a service failed; left as they were): {undecided}\n"
+    ));
+    for (configuration, error) in why {
+        out.push_str(&format!("    configuration {configuration}: {error}\n"));
+    }
+}
+
+fn run_text(summary: &ExpirySummary) -> String {
+    let mut out = format!(
+        "scanned {}, expired {}{}, kept {}, scrubbed {}, emails queued {}, with warnings {}\n",
+        summary.scanned,
+        summary.expired,
+        if summary.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        },
+        summary.kept,
+        summary.scrubbed,
+        summary.emails_queued,
+        summary.with_warnings
+    );
+    for (reason, count) in &summary.by_reason {
+        let name = serde_json::to_value(reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{reason:?}"));
+        out.push_str(&format!("  {name}: {count}\n"));
+    }
+    if summary.skipped_inactive > 0 {
+        out.push_str(&format!(
+            "  skipped (inactive configuration): {}\n",
+            summary.skipped_inactive
+        ));
+    }
+    undecided_text(
+        &mut out,
+        summary.undecided,
+        &summary.undecided_configurations,
+    );
+    if summary.changed_meanwhile > 0 {
+        out.push_str(&format!(
+            "  changed by another writer meanwhile (next run): {}\n",
+            summary.changed_meanwhile
+        ));
+    }
+    out
 }
 
 /// Evaluates every line; returns how many were malformed.

@@ -9,9 +9,10 @@ use retirement_core::Pipeline;
 use retirement_http::Steps;
 use retirement_http::runtime::default_worker_id;
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
-use retirement_store::{DieselStore, RetirementStore, StoreOptions};
+use retirement_store::enterprise_access::EnterpriseAccessStore;
+use retirement_store::{AssignmentStore, DieselStore, RetirementStore, StoreOptions};
 
-use crate::config::Config;
+use crate::config::{AssignmentsSchema, Config};
 use crate::error::CliError;
 
 /// The store URL meaning "the LMS API is the store".
@@ -93,6 +94,21 @@ pub async fn open_sql(url: &str) -> Result<Arc<DieselStore>, CliError> {
     ))
 }
 
+/// The assignment tables at `url`, laid out as `assignments_schema` says. enterprise-access's
+/// database is recognised (every table and column the jobs use) before anything is written.
+pub async fn assignment_store(
+    config: &Config,
+    url: &str,
+) -> Result<Arc<dyn AssignmentStore>, CliError> {
+    match config.assignments_schema {
+        AssignmentsSchema::Own => Ok(open_sql(url).await?),
+        AssignmentsSchema::EnterpriseAccess => {
+            let sql = Arc::new(DieselStore::open(url, &StoreOptions::default()).await?);
+            Ok(Arc::new(EnterpriseAccessStore::open(sql).await?))
+        }
+    }
+}
+
 /// Opens the configured store (and the clients, for LMS mode and for steps) as this process's
 /// default worker.
 pub async fn wire(config: &Config) -> Result<Wired, CliError> {
@@ -165,8 +181,8 @@ pub async fn steps(
         }
     };
     let assignments = match &config.assignments_store {
-        Some(url) => Some(open_sql(url).await?),
-        None => wired.sql.clone(),
+        Some(url) => Some(assignment_store(config, url).await?),
+        None => wired.sql.clone().map(|sql| sql as Arc<dyn AssignmentStore>),
     };
     let steps = Steps::new(clients, assignments, random_u64());
     steps

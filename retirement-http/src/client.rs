@@ -117,9 +117,9 @@ enum Target {
 /// Every service's retirement calls.
 pub struct ServiceClients {
     /// Builds requests; the transport sends them.
-    http: reqwest::Client,
-    transport: Arc<dyn Transport>,
-    request_timeout: Duration,
+    pub(crate) http: reqwest::Client,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) request_timeout: Duration,
     tokens: TokenSource,
     base_urls: BTreeMap<String, String>,
     generic: Vec<GenericService>,

@@ -35,6 +35,17 @@ pub enum HttpError {
     /// Building the HTTP client failed.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// An enterprise service (catalog, subsidy, Braze) failed for good.
+    #[error("{service}: {message}")]
+    Service {
+        /// Which service.
+        service: String,
+        /// What happened (no learner data, no token).
+        message: String,
+    },
+    /// The assignment store failed.
+    #[error("assignment store: {0}")]
+    Store(#[from] retirement_store::StoreError),
     /// The fake edX could not start.
     #[error("the fake edX could not start: {0}")]
     Fake(String),

@@ -22,6 +22,7 @@ pub mod catalog;
 mod client;
 pub mod clock;
 mod error;
+pub mod expiry;
 #[cfg(feature = "fake")]
 pub mod fake;
 mod lms_store;

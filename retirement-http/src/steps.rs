@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use retirement_core::{Input, Pipeline, Retirement, SplitMix64, Stage};
-use retirement_store::DieselStore;
+use retirement_store::AssignmentStore;
 
 use crate::catalog::LearnerRef;
 use crate::client::ServiceClients;
@@ -23,7 +23,7 @@ pub const ASSIGNMENTS_OPERATION: &str = "scrub_learner";
 /// [`ASSIGNMENTS_SERVICE`] stage through the assignment tables of a SQL store.
 pub struct Steps {
     clients: Arc<ServiceClients>,
-    assignments: Option<Arc<DieselStore>>,
+    assignments: Option<Arc<dyn AssignmentStore>>,
     nonce: Mutex<SplitMix64>,
 }
 
@@ -32,7 +32,7 @@ impl Steps {
     /// `nonce_seed` seeds the unique tombstones (use fresh randomness in production).
     pub fn new(
         clients: Arc<ServiceClients>,
-        assignments: Option<Arc<DieselStore>>,
+        assignments: Option<Arc<dyn AssignmentStore>>,
         nonce_seed: u64,
     ) -> Steps {
         Steps {
@@ -88,14 +88,14 @@ impl StepCaller for Steps {
             };
             let mut seed = SplitMix64::new(self.next_nonce());
             let mut nonce = move || seed.next_u64();
-            return match store
-                .scrub_learner_assignments(
-                    &learner.original().email,
-                    learner.parts().lms_user_id,
-                    now,
-                    &mut nonce,
-                )
-                .await
+            return match crate::expiry::scrub_learner(
+                store.as_ref(),
+                &learner.original().email,
+                learner.parts().lms_user_id,
+                now,
+                &mut nonce,
+            )
+            .await
             {
                 Ok(summary) => Input::Response {
                     status: 200,
@@ -105,7 +105,7 @@ impl StepCaller for Steps {
                 },
                 // The store says itself whether trying again may help; no made-up status.
                 Err(e) => Input::StepFailed {
-                    transient: e.is_transient(),
+                    transient: matches!(&e, crate::HttpError::Store(s) if s.is_transient()),
                     message: format!("assignment store: {e}"),
                 },
             };

@@ -10,9 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 
 use assignment_expiry::{
-    ActionType, Assignment, AssignmentAction, AssignmentState, ContentMetadata, Context, Decision,
-    Enrollment, ErrorReason, NonceSource, PiiNow, Policy, Reason, Tombstone, evaluate, parse_line,
-    pii_job_decision, scrub_for_retired_learner, tombstone_email,
+    ActionType, Assignment, AssignmentAction, AssignmentState, ContentMetadata, Context,
+    Enrollment, ErrorReason, parse_line,
 };
 use chrono::{DateTime, Utc};
 use diesel::prelude::{Insertable, Queryable, QueryableByName, Selectable};
@@ -22,6 +21,9 @@ use diesel::{
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 
+use crate::assignment_store::{
+    AssignmentStore, Cursor, ExpiryWrite, Page, Row, RowContext, RowKey, Scan, ScrubWrite, Written,
+};
 use crate::diesel_store::{DieselStore, with_conn};
 use crate::error::{Result, StoreError};
 use crate::rows::{from_micros, micros};
@@ -46,41 +48,6 @@ pub struct ImportSummary {
     pub configurations: u64,
     /// Content keys whose metadata was stored.
     pub content_keys: u64,
-}
-
-/// What an expiry pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ExpiryRunSummary {
-    /// Allocated assignments evaluated.
-    pub scanned: u64,
-    /// Assignments expired (or that would be, in a dry run).
-    pub expired: u64,
-    /// Expired assignments by reason.
-    pub by_reason: BTreeMap<Reason, u64>,
-    /// Emails scrubbed at expiry.
-    pub scrubbed: u64,
-    /// Decisions that carried warnings (unparseable dates, inactive configurations, …).
-    pub with_warnings: u64,
-    /// Batches read.
-    pub batches: u64,
-}
-
-/// What the PII job did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PiiRunSummary {
-    /// Expired assignments examined.
-    pub scanned: u64,
-    /// Emails scrubbed.
-    pub scrubbed: u64,
-    /// Left alone, by reason.
-    pub skipped: BTreeMap<&'static str, u64>,
-}
-
-/// What scrubbing one learner did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ScrubSummary {
-    /// The assignments scrubbed, by uuid.
-    pub scrubbed: Vec<String>,
 }
 
 #[derive(Queryable, QueryableByName, Selectable)]
@@ -770,63 +737,6 @@ impl DieselStore {
             .collect()
     }
 
-    /// One expiry pass over every allocated assignment: evaluates each with `policy` at `now`
-    /// and, unless `dry_run`, writes each batch's expirations in one transaction. `on_decision`
-    /// sees every decision (e.g. to print it or queue emails). A unique-tombstone policy draws
-    /// its tombstones from `nonce`.
-    pub async fn expire_assignments(
-        &self,
-        policy: &Policy,
-        now: DateTime<Utc>,
-        batch_size: usize,
-        dry_run: bool,
-        nonce: &mut (dyn NonceSource + Send),
-        mut on_decision: impl FnMut(&Decision) + Send,
-    ) -> Result<ExpiryRunSummary> {
-        let mut summary = ExpiryRunSummary::default();
-        let mut after = i64::MIN;
-        let limit = batch_size.max(1) as i64;
-        loop {
-            let batch = self
-                .load_batch(AssignmentState::Allocated, after, limit)
-                .await?;
-            let Some(last) = batch.last() else { break };
-            after = last.0;
-            summary.batches += 1;
-            // (new state, expired_at, tombstone) → ids: usually one group per batch.
-            let mut groups = ExpiryGroups::new();
-            for (id, assignment, context) in &batch {
-                summary.scanned += 1;
-                let decision = evaluate(assignment, context, policy, now);
-                if !decision.warnings.is_empty() {
-                    summary.with_warnings += 1;
-                }
-                if let Some(expiry) = decision.expiry() {
-                    summary.expired += 1;
-                    *summary.by_reason.entry(expiry.reason).or_default() += 1;
-                    let tombstone = match &expiry.pii {
-                        PiiNow::Keep => None,
-                        PiiNow::Tombstone(t) => Some(t.clone()),
-                        PiiNow::UniqueTombstone => Some(tombstone_email(Tombstone::Unique, nonce)),
-                    };
-                    if tombstone.is_some() {
-                        summary.scrubbed += 1;
-                    }
-                    let state = expiry.new_state.as_str().to_owned();
-                    groups
-                        .entry((state, expiry.expired_at.map(micros), tombstone))
-                        .or_default()
-                        .push(*id);
-                }
-                on_decision(&decision);
-            }
-            if !dry_run && !groups.is_empty() {
-                self.write_expirations(&groups, micros(now)).await?;
-            }
-        }
-        Ok(summary)
-    }
-
     async fn write_expirations(&self, groups: &ExpiryGroups, now_us: i64) -> Result<()> {
         match &self.pools {
             // SQLite: the whole transaction in one trip to the blocking pool.
@@ -885,101 +795,6 @@ impl DieselStore {
         Ok(())
     }
 
-    /// The current policy's daily PII job: scrubs expired assignments whose expiration email
-    /// was delivered and whose earliest reason is the 90-day one, batch by batch.
-    pub async fn run_pii_job(
-        &self,
-        policy: &Policy,
-        now: DateTime<Utc>,
-        batch_size: usize,
-        dry_run: bool,
-        nonce: &mut (dyn NonceSource + Send),
-    ) -> Result<PiiRunSummary> {
-        let mut summary = PiiRunSummary::default();
-        let mut after = i64::MIN;
-        let limit = batch_size.max(1) as i64;
-        loop {
-            let batch = self
-                .load_batch(AssignmentState::Expired, after, limit)
-                .await?;
-            let Some(last) = batch.last() else { break };
-            after = last.0;
-            let mut tombstones = Vec::new();
-            for (id, assignment, context) in &batch {
-                summary.scanned += 1;
-                let decision = pii_job_decision(assignment, context, policy, now, nonce);
-                match (decision.tombstone, decision.skipped_because) {
-                    (Some(t), _) => tombstones.push((*id, t)),
-                    (None, why) => {
-                        *summary
-                            .skipped
-                            .entry(why.unwrap_or("no reason"))
-                            .or_default() += 1
-                    }
-                }
-            }
-            summary.scrubbed += tombstones.len() as u64;
-            if !dry_run {
-                self.write_tombstones(&tombstones, micros(now)).await?;
-            }
-        }
-        Ok(summary)
-    }
-
-    /// Scrubs every assignment of a retired learner, matched by `lms_user_id` or by email
-    /// (any case), in any state: a unique tombstone on the row and its whole email history.
-    /// Safe to repeat: scrubbed rows are left alone.
-    pub async fn scrub_learner_assignments(
-        &self,
-        email: &str,
-        lms_user_id: Option<i64>,
-        now: DateTime<Utc>,
-        nonce: &mut (dyn NonceSource + Send),
-    ) -> Result<ScrubSummary> {
-        let lowered = email.to_lowercase();
-        let candidates: Vec<(i64, String, String, Option<i64>)> = with_conn!(self, c => {
-            let mut query = a::table
-                .select((a::id, a::uuid, a::learner_email, a::lms_user_id))
-                .into_boxed();
-            query = match lms_user_id {
-                Some(user) => query.filter(lower(a::learner_email).eq(lowered.clone()).or(a::lms_user_id.eq(user))),
-                None => query.filter(lower(a::learner_email).eq(lowered.clone())),
-            };
-            query.load(c).await?
-        });
-        // Rebuild minimal assignments for the rule: only uuid, email and user id matter.
-        let epoch = DateTime::<Utc>::UNIX_EPOCH;
-        let assignments: Vec<Assignment> = candidates
-            .iter()
-            .map(|(_, uuid, learner_email, user)| Assignment {
-                uuid: uuid.clone(),
-                state: AssignmentState::Allocated,
-                learner_email: learner_email.clone(),
-                lms_user_id: *user,
-                created: epoch,
-                allocated_at: epoch,
-                expired_at: None,
-                preferred_course_run_key: None,
-                content_key: String::new(),
-                has_credit_request: false,
-                actions: Vec::new(),
-            })
-            .collect();
-        let scrubs = scrub_for_retired_learner(&assignments, email, lms_user_id, nonce);
-        let ids: HashMap<&str, i64> = candidates
-            .iter()
-            .map(|(id, uuid, _, _)| (uuid.as_str(), *id))
-            .collect();
-        let tombstones: Vec<(i64, String)> = scrubs
-            .iter()
-            .map(|s| (ids[s.uuid.as_str()], s.tombstone.clone()))
-            .collect();
-        self.write_tombstones(&tombstones, micros(now)).await?;
-        Ok(ScrubSummary {
-            scrubbed: scrubs.into_iter().map(|s| s.uuid).collect(),
-        })
-    }
-
     /// One assignment by uuid, with its actions and context (for tests and the CLI).
     pub async fn get_assignment(&self, uuid: &str) -> Result<Option<(Assignment, Context)>> {
         let id: Option<i64> = with_conn!(self, c => {
@@ -1033,4 +848,146 @@ impl DieselStore {
         });
         Ok(updated as u64)
     }
+}
+
+/// This project's own tables: every input the rules read is stored with the rows, rows are
+/// keyed by their integer id, and the email's history lives in `assignment_pii_history`.
+#[async_trait::async_trait]
+impl AssignmentStore for DieselStore {
+    fn schema(&self) -> &'static str {
+        "own"
+    }
+
+    fn needs_unique_tombstones(&self) -> bool {
+        // No uniqueness constraint covers the email here: ADR 0016's fixed tombstone is
+        // written as the policy says.
+        false
+    }
+
+    fn has_outbox(&self) -> bool {
+        false
+    }
+
+    async fn page(&self, scan: Scan, after: Option<&Cursor>, limit: usize) -> Result<Page> {
+        let after = match after {
+            None => i64::MIN,
+            Some(Cursor(c)) => c.parse().map_err(|_| {
+                StoreError::InvalidArgument(format!("not a cursor of this store: {c:?}"))
+            })?,
+        };
+        let state = match scan {
+            Scan::Expirable { .. } => AssignmentState::Allocated,
+            Scan::PiiCandidates => AssignmentState::Expired,
+        };
+        let batch = self.load_batch(state, after, limit.max(1) as i64).await?;
+        let next = batch.last().map(|(id, _, _)| Cursor(id.to_string()));
+        let rows = batch
+            .into_iter()
+            .map(|(id, assignment, context)| Row {
+                key: RowKey(id.to_string()),
+                assignment,
+                context: RowContext::Known(context),
+                version: String::new(),
+            })
+            .collect();
+        Ok(Page {
+            rows,
+            inactive: 0,
+            next,
+        })
+    }
+
+    async fn write_expiries(
+        &self,
+        writes: &[ExpiryWrite],
+        now: DateTime<Utc>,
+        outbox: bool,
+    ) -> Result<Written> {
+        if outbox {
+            return Err(StoreError::Unsupported {
+                operation: "an email outbox",
+                backend: "this project's assignment tables",
+            });
+        }
+        let mut groups = ExpiryGroups::new();
+        let mut written = Vec::with_capacity(writes.len());
+        let expired_at = micros(now);
+        for w in writes {
+            let id = own_id(&w.key)?;
+            let stamp = (w.new_state == AssignmentState::Expired).then_some(expired_at);
+            groups
+                .entry((w.new_state.as_str().to_owned(), stamp, w.tombstone.clone()))
+                .or_default()
+                .push(id);
+            written.push(w.key.0.clone());
+        }
+        if !groups.is_empty() {
+            self.write_expirations(&groups, micros(now)).await?;
+        }
+        Ok(Written {
+            written,
+            changed_meanwhile: Vec::new(),
+            queued: 0,
+        })
+    }
+
+    async fn write_scrubs(&self, writes: &[ScrubWrite], now: DateTime<Utc>) -> Result<Written> {
+        let tombstones = writes
+            .iter()
+            .map(|w| Ok((own_id(&w.key)?, w.tombstone.clone())))
+            .collect::<Result<Vec<_>>>()?;
+        self.write_tombstones(&tombstones, micros(now)).await?;
+        Ok(Written {
+            written: writes.iter().map(|w| w.key.0.clone()).collect(),
+            changed_meanwhile: Vec::new(),
+            queued: 0,
+        })
+    }
+
+    async fn learner_rows(&self, email: &str, lms_user_id: Option<i64>) -> Result<Vec<Row>> {
+        let lowered = email.to_lowercase();
+        let candidates: Vec<(i64, String, String, Option<i64>)> = with_conn!(self, c => {
+            let mut query = a::table
+                .select((a::id, a::uuid, a::learner_email, a::lms_user_id))
+                .into_boxed();
+            query = match lms_user_id {
+                Some(user) => query.filter(lower(a::learner_email).eq(lowered.clone()).or(a::lms_user_id.eq(user))),
+                None => query.filter(lower(a::learner_email).eq(lowered.clone())),
+            };
+            query.load(c).await?
+        });
+        // Only uuid, email and user id matter to the scrub rule.
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        Ok(candidates
+            .into_iter()
+            .map(|(id, uuid, learner_email, user)| Row {
+                key: RowKey(id.to_string()),
+                assignment: Assignment {
+                    uuid,
+                    state: AssignmentState::Allocated,
+                    learner_email,
+                    lms_user_id: user,
+                    created: epoch,
+                    allocated_at: epoch,
+                    expired_at: None,
+                    preferred_course_run_key: None,
+                    content_key: String::new(),
+                    has_credit_request: false,
+                    actions: Vec::new(),
+                },
+                context: RowContext::Known(Context {
+                    enrollment: Enrollment::Deadline(None),
+                    subsidy_expiration: None,
+                    configuration_active: true,
+                }),
+                version: String::new(),
+            })
+            .collect())
+    }
+}
+
+fn own_id(key: &RowKey) -> Result<i64> {
+    key.0
+        .parse()
+        .map_err(|_| StoreError::InvalidArgument(format!("not a row of this store: {:?}", key.0)))
 }

@@ -27,6 +27,7 @@
 // suite includes it as a module of its test crate.
 extern crate self as retirement_store;
 
+mod assignment_store;
 mod assignments;
 mod audit;
 mod claim;
@@ -45,9 +46,11 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
-pub use assignments::{
-    DEFAULT_BATCH, ExpiryRunSummary, ImportSummary, PiiRunSummary, ScrubSummary,
+pub use assignment_store::{
+    AssignmentStore, Configuration, Cursor, ExpiryWrite, Page, PolicyLink, Row, RowContext, RowKey,
+    Scan, ScrubWrite, Written,
 };
+pub use assignments::{DEFAULT_BATCH, ImportSummary};
 pub use conn::{BackendKind, StoreOptions};
 pub use diesel_store::DieselStore;
 pub use error::{Result, StoreError};

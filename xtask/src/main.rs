@@ -3,7 +3,7 @@
 //! - `cargo xtask ci`: every CI step (`.ci/run` only sets the environment and calls it) —
 //!   format, lints, tests (with 300 simulation seeds), the short chaos runs.
 //! - `cargo xtask bench expiry [--rows N] [--backend sqlite|postgres|mysql] [--batch N]`: the
-//!   store's expiry pass against a set-based SQL baseline (retirement-store's `expiry_bench`
+//!   expiry pass against a set-based SQL baseline (retirement-http's `expiry_bench`
 //!   example, built in release mode).
 //! - `cargo xtask bench http [--calls N] [--concurrency N]`: step calls through retirement-http's
 //!   clients against the fake edX on loopback (the `http_bench` example).
@@ -134,7 +134,7 @@ fn sim(args: &[String]) -> ExitCode {
 
 fn bench(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
-        Some("expiry") => run_example("retirement-store", "expiry_bench", &args[1..]),
+        Some("expiry") => run_example("retirement-http", "expiry_bench", &args[1..]),
         Some("http") => run_example("retirement-http", "http_bench", &args[1..]),
         Some("driver") => {
             // The bench spawns the release `retire` binary: build it first.

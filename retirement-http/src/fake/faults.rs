@@ -62,6 +62,10 @@ pub(super) async fn around_answers(
 
 /// Whether `path` belongs to the LMS retirement status API (served from `lms_store`).
 pub(super) fn is_status_api(path: &str) -> bool {
+    if path.starts_with("/api/v2/enterprise-catalogs/") || path.starts_with("/api/v1/subsidies/") {
+        // enterprise-catalog's and enterprise-subsidy's endpoints take faults the same way.
+        return true;
+    }
     let Some(rest) = path.strip_prefix("/api/user/v1/accounts/") else {
         return false;
     };

@@ -5,8 +5,10 @@
 //!
 //! Split by concern: `tokens` (the OAuth2 token endpoint), `steps` (the step endpoints and their
 //! state guard), `lms` (the LMS retirement status API over `FakeConfig::lms_store`), `faults`
-//! (faults and pause gates around the status API), `in_process` (the socket-less transport).
+//! (faults and pause gates around the status API), `in_process` (the socket-less transport),
+//! `enterprise` (enterprise-catalog's content metadata and enterprise-subsidy's subsidies).
 
+mod enterprise;
 mod faults;
 mod in_process;
 mod lms;
@@ -141,6 +143,10 @@ struct Shared {
     learners: HashMap<String, String>,
     pauses: HashMap<String, Arc<PauseGate>>,
     answers: Vec<(String, u16)>,
+    /// enterprise-catalog's records by catalog uuid.
+    catalogs: HashMap<String, Vec<serde_json::Value>>,
+    /// enterprise-subsidy's records by subsidy uuid.
+    subsidies: HashMap<String, serde_json::Value>,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -304,6 +310,11 @@ impl FakeEdx {
                 post(lms_cleanup),
             )
             .route(&format!("{accounts}/cancel_retirement/"), post(lms_cancel))
+            .route(
+                "/api/v2/enterprise-catalogs/{catalog}/get_content_metadata/",
+                get(enterprise::content_metadata),
+            )
+            .route("/api/v1/subsidies/{subsidy}/", get(enterprise::subsidy))
             .fallback(step)
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),

@@ -6,8 +6,10 @@
 //! collations) and encodes UUIDs for each column as it is stored.
 
 mod schema;
+mod store;
 
 pub use schema::{EnterpriseAccessSchema, UuidStorage};
+pub use store::{EnterpriseAccessStore, OUTBOX, OUTBOX_DDL};
 
 impl crate::DieselStore {
     /// Runs a trusted SQL script (several statements) on a MySQL/MariaDB store: loading

@@ -146,6 +146,8 @@ pub enum UuidStorage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnterpriseAccessSchema {
     uuids: BTreeMap<(String, String), UuidStorage>,
+    /// Every table's columns in declaration order, with their types (lower case).
+    columns: BTreeMap<String, Vec<(String, String)>>,
 }
 
 #[derive(QueryableByName)]
@@ -163,7 +165,8 @@ struct ColumnRow {
 const COLUMNS: &str = "SELECT CAST(TABLE_NAME AS CHAR) AS table_name, \
      CAST(COLUMN_NAME AS CHAR) AS column_name, CAST(COLUMN_TYPE AS CHAR) AS column_type, \
      CAST(COLLATION_NAME AS CHAR) AS collation_name \
-     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE()";
+     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+     ORDER BY TABLE_NAME, ORDINAL_POSITION";
 
 impl EnterpriseAccessSchema {
     /// Reads `information_schema` of the store's database and checks it: see the module docs.
@@ -190,12 +193,15 @@ impl EnterpriseAccessSchema {
     fn from_columns(
         rows: impl Iterator<Item = (String, String, String, Option<String>)>,
     ) -> Result<EnterpriseAccessSchema> {
+        let mut columns: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
         let found: BTreeMap<(String, String), (String, Option<String>)> = rows
             .map(|(t, c, ty, coll)| {
-                (
-                    (t.to_lowercase(), c.to_lowercase()),
-                    (ty.to_lowercase(), coll),
-                )
+                let (t, c, ty) = (t.to_lowercase(), c.to_lowercase(), ty.to_lowercase());
+                columns
+                    .entry(t.clone())
+                    .or_default()
+                    .push((c.clone(), ty.clone()));
+                ((t, c), (ty, coll))
             })
             .collect();
         let mut missing = Vec::new();
@@ -233,7 +239,7 @@ impl EnterpriseAccessSchema {
             }
         }
         if missing.is_empty() && wrong.is_empty() {
-            return Ok(EnterpriseAccessSchema { uuids });
+            return Ok(EnterpriseAccessSchema { uuids, columns });
         }
         let mut problems = Vec::new();
         if !missing.is_empty() {
@@ -250,6 +256,17 @@ impl EnterpriseAccessSchema {
         self.uuids
             .get(&(table.to_owned(), column.to_owned()))
             .copied()
+    }
+
+    /// The columns of `table` in declaration order with their types; empty for a table the
+    /// database does not have.
+    pub fn columns(&self, table: &str) -> &[(String, String)] {
+        self.columns.get(table).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether `table.column` exists.
+    pub fn has_column(&self, table: &str, column: &str) -> bool {
+        self.columns(table).iter().any(|(c, _)| c == column)
     }
 
     /// `uuid` (either text form) as `table.column` stores it.

@@ -1,7 +1,7 @@
 //! `cargo xtask bench expiry --rows N --backend sqlite|postgres|mysql`: seeds two identical
 //! databases with N assignments; in one, times a single set-based SQL UPDATE that expires the
 //! rows the 90-day rule expires (the baseline); in the other, times the full streamed expiry
-//! pass (`DieselStore::expire_assignments`), checks both expired the same number of rows, and
+//! pass (`retirement_http::expiry::expire`), checks both expired the same number of rows, and
 //! reports wall time, rows per second and the pass's peak RSS.
 //!
 //! Two fresh databases, not one reset between runs: a reset leaves a server's MVCC garbage
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use assignment_expiry::{Assignment, AssignmentState, Context, Enrollment, Policy, PolicyKind};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
+use retirement_http::expiry::{self, Notifications, PassOptions};
 use retirement_store::{DieselStore, StoreOptions};
 
 struct Args {
@@ -229,8 +230,14 @@ async fn bench(args: &Args, baseline_url: &str, pass_url: &str) -> Result<(), St
     let rss_reset = reset_peak_rss();
     let mut nonce = || 0u64;
     let started = Instant::now();
-    let summary = pass_store
-        .expire_assignments(&policy, now, args.batch, false, &mut nonce, |_| {})
+    let options = PassOptions {
+        policy: policy.clone(),
+        now,
+        dry_run: false,
+        page_size: args.batch,
+        notifications: Notifications::None,
+    };
+    let summary = expiry::expire(&pass_store, None, &options, &mut nonce, &mut |_| {})
         .await
         .map_err(|e| e.to_string())?;
     let pass = started.elapsed();
@@ -259,7 +266,7 @@ async fn bench(args: &Args, baseline_url: &str, pass_url: &str) -> Result<(), St
         pass.as_secs_f64(),
         rate(summary.scanned, pass),
         args.batch,
-        summary.batches
+        summary.pages
     );
     println!(
         "pass / baseline    {:.2}x",
