@@ -84,3 +84,54 @@ impl TestDatabase {
         let _ = admin_exec(self.kind, &self.admin_url, &sql).await;
     }
 }
+
+/// The URL of a database server for tests, from `var`. Without it: under `CI=true` the test
+/// fails; elsewhere it is skipped with one line saying so.
+pub fn server_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set, and CI=true: the server tests must run")
+        }
+        _ => {
+            eprintln!("skipped: {var} is not set");
+            None
+        }
+    }
+}
+
+/// enterprise-access's tables as its migrations lay them out on MariaDB 10.11 (the reference
+/// dump, `tests/fixtures/enterprise-access-schema.mysql.sql`).
+pub const ENTERPRISE_ACCESS_SCHEMA: &str =
+    include_str!("../tests/fixtures/enterprise-access-schema.mysql.sql");
+
+/// A fresh MySQL/MariaDB database with enterprise-access's tables, on the server of
+/// `RETIREMENT_TEST_MYSQL_URL` (`None`: skipped, see [`server_url`]). With `hex_uuids`, every
+/// UUID column of the assignment history tables is `char(32)` instead, as in a database
+/// Django 4.2 created and upstream's MariaDB migrations half converted.
+pub async fn enterprise_access_database(hex_uuids: bool) -> Option<TestDatabase> {
+    let admin = server_url("RETIREMENT_TEST_MYSQL_URL")?;
+    let db = TestDatabase::create(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a database on the MySQL server: {e}"));
+    let mut conn = AsyncMysqlConnection::establish(&db.url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+    conn.batch_execute(ENTERPRISE_ACCESS_SCHEMA)
+        .await
+        .unwrap_or_else(|e| panic!("loading enterprise-access's schema: {e}"));
+    if hex_uuids {
+        conn.batch_execute(
+            "ALTER TABLE content_assignments_historicallearnercontentassignment \
+               MODIFY uuid char(32) NOT NULL, MODIFY assignment_configuration_id char(32) NULL, \
+               MODIFY transaction_uuid char(32) NULL, MODIFY allocation_batch_id char(32) NULL; \
+             ALTER TABLE content_assignments_historicallearnercontentassignmentaction \
+               MODIFY uuid char(32) NOT NULL, MODIFY assignment_id char(32) NULL; \
+             ALTER TABLE subsidy_request_historicallearnercreditrequest \
+               MODIFY uuid char(32) NOT NULL, MODIFY assignment_id char(32) NULL",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("converting UUID columns to char(32): {e}"));
+    }
+    Some(db)
+}

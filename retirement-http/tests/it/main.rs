@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod driven;
+mod enterprise_expiry;
 mod lms_store;
 mod runner;
 mod shared_suite;

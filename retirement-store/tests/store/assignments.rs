@@ -78,9 +78,7 @@ async fn expire_all(
                 let tombstone = match &expiry.pii {
                     PiiNow::Keep => None,
                     PiiNow::Tombstone(t) => Some(t.clone()),
-                    PiiNow::UniqueTombstone => {
-                        Some(tombstone_email(Tombstone::Unique, nonce))
-                    }
+                    PiiNow::UniqueTombstone => Some(tombstone_email(Tombstone::Unique, nonce)),
                 };
                 passed.scrubbed += u64::from(tombstone.is_some());
                 writes.push(ExpiryWrite {
@@ -331,10 +329,7 @@ async fn adr_0016_scrubs_at_expiry_including_history(store: Store) {
     assert!(summary.scrubbed > 0);
     let scrubbed: Vec<&Decision> = decisions
         .iter()
-        .filter(|d| {
-            d.expiry()
-                .is_some_and(|e| e.pii != PiiNow::Keep)
-        })
+        .filter(|d| d.expiry().is_some_and(|e| e.pii != PiiNow::Keep))
         .collect();
     let emails: Vec<String> = scrubbed
         .iter()
