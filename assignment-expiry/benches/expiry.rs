@@ -37,6 +37,7 @@ fn workload() -> Vec<(Assignment, Context)> {
                     action_type: ActionType::Notified,
                     completed_at: Some(created + TimeDelta::hours(1)),
                     error_reason: None,
+                    reason: None,
                 }],
             };
             let deadline = (created + TimeDelta::days(30 + i % 90))

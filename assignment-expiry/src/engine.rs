@@ -107,6 +107,7 @@ struct Candidates {
     ninety_days: DateTime<Utc>,
     enrollment: Option<DateTime<Utc>>,
     subsidy: Option<DateTime<Utc>>,
+    course_run_ended: Option<DateTime<Utc>>,
 }
 
 impl Candidates {
@@ -132,17 +133,25 @@ impl Candidates {
             ninety_days: anchor + policy.max_age,
             enrollment: enrollment_deadline(assignment, context, policy, now, warnings),
             subsidy,
+            course_run_ended: if policy.course_run_end {
+                course_run_ended(context, warnings)
+            } else {
+                None
+            },
         }
     }
 
-    /// The candidates in the policy's tie order, with their reasons.
-    fn ordered(&self, combination: Combination) -> [(Option<DateTime<Utc>>, Reason); 3] {
+    /// The candidates in the policy's tie order, with their reasons. The course-run-ended
+    /// date (edx-2026) comes last: the amendment appends a fourth candidate to upstream's list,
+    /// whose stable sort breaks ties by list order.
+    fn ordered(&self, combination: Combination) -> [(Option<DateTime<Utc>>, Reason); 4] {
         let ninety = (Some(self.ninety_days), Reason::NinetyDaysPassed);
         let enrollment = (self.enrollment, Reason::EnrollmentDatePassed);
         let subsidy = (self.subsidy, Reason::SubsidyExpired);
+        let ended = (self.course_run_ended, Reason::CourseRunEnded);
         match combination {
-            Combination::FirstMatch => [ninety, enrollment, subsidy],
-            Combination::Earliest => [subsidy, enrollment, ninety],
+            Combination::FirstMatch => [ninety, enrollment, subsidy, ended],
+            Combination::Earliest => [subsidy, enrollment, ninety, ended],
         }
     }
 
@@ -197,6 +206,26 @@ fn run_deadline(
 ) -> Option<DateTime<Utc>> {
     run.and_then(|r| r.enroll_by_date.as_deref())
         .and_then(|s| parse_or_warn(s, what, warnings))
+}
+
+/// When every known run of the course has ended: the latest `end_date` across
+/// `normalized_metadata_by_run`. No runs, or one run without a readable end date (a self-paced
+/// run, say), means the course has not ended.
+fn course_run_ended(context: &Context, warnings: &mut Vec<String>) -> Option<DateTime<Utc>> {
+    let Enrollment::Metadata(Some(metadata)) = &context.enrollment else {
+        return None;
+    };
+    let mut latest: Option<DateTime<Utc>> = None;
+    for (run, meta) in &metadata.normalized_metadata_by_run {
+        let raw = meta.end_date.as_deref()?;
+        let end = parse_or_warn(
+            raw,
+            format_args!("normalized_metadata_by_run[{run:?}].end_date"),
+            warnings,
+        )?;
+        latest = latest.max(Some(end));
+    }
+    latest
 }
 
 /// The enrollment deadline (reference §2.3).
@@ -351,6 +380,36 @@ pub fn pii_job_decision(
     now: DateTime<Utc>,
     nonce: &mut dyn NonceSource,
 ) -> PiiDecision {
+    pii_job_decision_for(
+        assignment,
+        context,
+        policy,
+        now,
+        ExpiryEmails::Recorded,
+        nonce,
+    )
+}
+
+/// Whether expiration emails are sent, so the PII job waits for a recorded delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryEmails {
+    /// Emails are sent and a successful one is recorded as an `expired` action: scrub only
+    /// after it (upstream; an email sent after the scrub would go to the tombstone).
+    Recorded,
+    /// No expiration email is ever sent: waiting for one would keep the email forever.
+    NotSent,
+}
+
+/// [`pii_job_decision`] for a deployment whose emails are `emails`.
+pub fn pii_job_decision_for(
+    assignment: &Assignment,
+    context: &Context,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    emails: ExpiryEmails,
+    nonce: &mut dyn NonceSource,
+) -> PiiDecision {
     let skip = |why: &'static str| PiiDecision {
         uuid: assignment.uuid.clone(),
         tombstone: None,
@@ -365,13 +424,37 @@ pub fn pii_job_decision(
     if assignment.learner_email.starts_with(TOMBSTONE_PREFIX) {
         return skip("already scrubbed");
     }
-    if assignment.last_successful(ActionType::Expired).is_none() {
+    if emails == ExpiryEmails::Recorded && assignment.last_successful(ActionType::Expired).is_none()
+    {
         return skip("expiration email not delivered");
     }
     let mut warnings = Vec::new();
-    let candidates = Candidates::compute(assignment, context, policy, now, &mut warnings);
-    if candidates.earliest(Combination::Earliest).reason != Reason::NinetyDaysPassed {
-        return skip("earliest expiration reason is not NINETY_DAYS_PASSED");
+    if policy.scrub == ScrubTiming::ByPiiJobRecordedReason {
+        let recorded = assignment
+            .last_successful(ActionType::Expired)
+            .and_then(|a| a.reason);
+        let reason = match recorded {
+            Some(reason) => reason,
+            // Rows expired before reasons were recorded: recomputed as they were evaluated
+            // then, without the course-run end date.
+            None => {
+                let legacy = Policy {
+                    course_run_end: false,
+                    ..policy.clone()
+                };
+                Candidates::compute(assignment, context, &legacy, now, &mut warnings)
+                    .earliest(Combination::Earliest)
+                    .reason
+            }
+        };
+        if !matches!(reason, Reason::NinetyDaysPassed | Reason::CourseRunEnded) {
+            return skip("expiry reason is neither NINETY_DAYS_PASSED nor COURSE_RUN_ENDED");
+        }
+    } else {
+        let candidates = Candidates::compute(assignment, context, policy, now, &mut warnings);
+        if candidates.earliest(Combination::Earliest).reason != Reason::NinetyDaysPassed {
+            return skip("earliest expiration reason is not NINETY_DAYS_PASSED");
+        }
     }
     PiiDecision {
         uuid: assignment.uuid.clone(),

@@ -11,6 +11,6 @@ pub enum ExpiryError {
     #[error("give either enrollment_deadline or content_metadata, not both")]
     BothEnrollmentSources,
     /// An unknown policy name.
-    #[error("unknown policy {0:?}: use adr-0016 or current")]
+    #[error("unknown policy {0:?}: use adr-0016, current or edx-2026")]
     UnknownPolicy(String),
 }

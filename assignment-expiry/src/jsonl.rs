@@ -141,6 +141,7 @@ pub fn parse_policy(name: &str) -> Result<PolicyKind, ExpiryError> {
     match name {
         "adr-0016" => Ok(PolicyKind::Adr0016),
         "current" => Ok(PolicyKind::Current),
+        "edx-2026" => Ok(PolicyKind::Edx2026),
         other => Err(ExpiryError::UnknownPolicy(other.to_owned())),
     }
 }

@@ -55,8 +55,8 @@ mod model;
 mod tests;
 
 pub use engine::{
-    Decision, Expiry, ExpiryEmail, PiiDecision, PiiNow, Scrub, Verdict, evaluate, pii_job_decision,
-    scrub_for_retired_learner,
+    Decision, Expiry, ExpiryEmail, ExpiryEmails, PiiDecision, PiiNow, Scrub, Verdict, evaluate,
+    pii_job_decision, pii_job_decision_for, scrub_for_retired_learner,
 };
 pub use error::ExpiryError;
 pub use jsonl::{format_decision, parse_line, parse_policy};

@@ -87,6 +87,10 @@ pub struct AssignmentAction {
     /// Why it failed; `None` means it succeeded.
     #[serde(default)]
     pub error_reason: Option<ErrorReason>,
+    /// On an `expired` action: why the assignment expired, as recorded at expiry (the edx-2026
+    /// policy's PII job reads it instead of recomputing); `None` on older rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
 }
 
 impl AssignmentAction {
@@ -159,12 +163,15 @@ impl Assignment {
     }
 }
 
-/// The enroll-by date of one run (`normalized_metadata` or `normalized_metadata_by_run[run]`).
+/// The dates of one run (`normalized_metadata` or `normalized_metadata_by_run[run]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMetadata {
     /// The raw `enroll_by_date` string, in one of upstream's four formats.
     #[serde(default)]
     pub enroll_by_date: Option<String>,
+    /// The raw `end_date` string (the edx-2026 policy's course-run-ended reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_date: Option<String>,
 }
 
 /// The catalog metadata the enrollment deadline is inferred from.
@@ -208,6 +215,8 @@ pub enum Reason {
     EnrollmentDatePassed,
     /// The subsidy expired.
     SubsidyExpired,
+    /// Every known run of the course has ended (the edx-2026 policy).
+    CourseRunEnded,
 }
 
 /// The date an assignment can expire at the earliest, and why.
@@ -229,6 +238,11 @@ pub enum PolicyKind {
     /// What enterprise-access does today.
     #[serde(rename = "current")]
     Current,
+    /// The edX fork's October 2026 amendment of ADR 0016: the current policy plus a fourth
+    /// reason, `COURSE_RUN_ENDED`, whose rows have their PII cleared too, the PII decision
+    /// read from the reason recorded at expiry.
+    #[serde(rename = "edx-2026")]
+    Edx2026,
 }
 
 /// What the 90-day window is measured from.
@@ -266,6 +280,10 @@ pub enum ScrubTiming {
     /// Later, by the PII job, after a successful expiry email, when the recomputed reason is
     /// the 90-day one (current).
     ByPiiJob,
+    /// Later, by the PII job, after a successful expiry email, when the reason recorded at
+    /// expiry is the 90-day or the course-run-ended one; a row without a recorded reason is
+    /// recomputed without the course-run end date (edx-2026).
+    ByPiiJobRecordedReason,
 }
 
 /// The tombstone an email is replaced with.
@@ -311,6 +329,8 @@ pub struct Policy {
     pub enrollment_source: EnrollmentSource,
     /// The action the email task records on success.
     pub success_action: ActionType,
+    /// Whether the course-run-ended reason counts (edx-2026).
+    pub course_run_end: bool,
 }
 
 /// Upstream's global `NUM_DAYS_BEFORE_AUTO_EXPIRATION`.
@@ -332,6 +352,7 @@ impl Policy {
                 tombstone: Tombstone::Fixed,
                 enrollment_source: EnrollmentSource::AdvertisedRun,
                 success_action: ActionType::AutomaticCancellation,
+                course_run_end: false,
             },
             PolicyKind::Current => Policy {
                 kind,
@@ -345,6 +366,13 @@ impl Policy {
                 tombstone: Tombstone::Unique,
                 enrollment_source: EnrollmentSource::Strategies,
                 success_action: ActionType::Expired,
+                course_run_end: false,
+            },
+            PolicyKind::Edx2026 => Policy {
+                kind,
+                scrub: ScrubTiming::ByPiiJobRecordedReason,
+                course_run_end: true,
+                ..Policy::named(PolicyKind::Current)
             },
         }
     }

@@ -47,6 +47,7 @@ fn action(kind: ActionType, at: DateTime<Utc>, error: Option<ErrorReason>) -> As
         action_type: kind,
         completed_at: Some(at),
         error_reason: error,
+        reason: None,
     }
 }
 
@@ -58,6 +59,7 @@ fn metadata(advertised: Option<&str>, runs: &[(&str, &str)]) -> Enrollment {
     Enrollment::Metadata(Some(ContentMetadata {
         normalized_metadata: advertised.map(|d| RunMetadata {
             enroll_by_date: Some(d.into()),
+            end_date: None,
         }),
         normalized_metadata_by_run: runs
             .iter()
@@ -66,6 +68,7 @@ fn metadata(advertised: Option<&str>, runs: &[(&str, &str)]) -> Enrollment {
                     (*run).to_owned(),
                     RunMetadata {
                         enroll_by_date: Some((*d).to_owned()),
+                        end_date: None,
                     },
                 )
             })
@@ -692,4 +695,118 @@ fn line_errors_never_quote_values() {
 #[test]
 fn assignment_debug_redacts_the_email() {
     assert!(!format!("{:?}", base()).contains("learner@example.com"));
+}
+
+/// Runs that each end at the given date (`None`: no end date, e.g. self-paced).
+fn ended(runs: &[(&str, Option<DateTime<Utc>>)]) -> Enrollment {
+    Enrollment::Metadata(Some(ContentMetadata {
+        normalized_metadata: None,
+        normalized_metadata_by_run: runs
+            .iter()
+            .map(|(run, end)| {
+                (
+                    (*run).to_owned(),
+                    RunMetadata {
+                        enroll_by_date: None,
+                        end_date: end.map(fmt),
+                    },
+                )
+            })
+            .collect(),
+    }))
+}
+
+#[test]
+fn edx_2026_expires_when_every_run_has_ended() {
+    let policy = Policy::named(PolicyKind::Edx2026);
+    let context = |enrollment| Context {
+        enrollment,
+        ..ctx()
+    };
+    // Both runs ended by day 40: expires then, well before the 90 days.
+    let both = context(ended(&[("r1", Some(day(20))), ("r2", Some(day(40)))]));
+    let d = evaluate(&base(), &both, &policy, day(40));
+    assert_eq!(d.expiry().map(|e| e.reason), Some(Reason::CourseRunEnded));
+    assert_eq!(
+        d.expiry().map(|e| e.new_state),
+        Some(AssignmentState::Expired)
+    );
+    assert_eq!(d.expiry().map(|e| e.pii.clone()), Some(PiiNow::Keep));
+    assert!(!evaluate(&base(), &both, &policy, sec(day(40), -1)).expires());
+    // One run without an end date: the course has not ended.
+    let open = context(ended(&[("r1", Some(day(20))), ("r2", None)]));
+    assert!(!evaluate(&base(), &open, &policy, day(80)).expires());
+    // An unreadable end date: no candidate, and a warning.
+    let bad = context(Enrollment::Metadata(Some(ContentMetadata {
+        normalized_metadata: None,
+        normalized_metadata_by_run: [(
+            "r1".to_owned(),
+            RunMetadata {
+                enroll_by_date: None,
+                end_date: Some("soon".into()),
+            },
+        )]
+        .into(),
+    })));
+    let d = evaluate(&base(), &bad, &policy, day(80));
+    assert!(!d.expires());
+    assert!(
+        d.warnings.iter().any(|w| w.contains("end_date")),
+        "{:?}",
+        d.warnings
+    );
+    // A tie with the 90-day date goes to the 90 days (the fourth candidate comes last).
+    let tie = context(ended(&[("r1", Some(day(90)))]));
+    let d = evaluate(&base(), &tie, &policy, day(90));
+    assert_eq!(d.expiry().map(|e| e.reason), Some(Reason::NinetyDaysPassed));
+    // The current policy ignores run end dates.
+    assert!(!evaluate(&base(), &both, &Policy::named(PolicyKind::Current), day(40)).expires());
+}
+
+#[test]
+fn edx_2026_pii_job_reads_the_recorded_reason() {
+    let policy = Policy::named(PolicyKind::Edx2026);
+    let delivered = |reason: Option<Reason>| {
+        let mut a = expired("learner@example.com");
+        a.actions = vec![AssignmentAction {
+            reason,
+            ..action(ActionType::Expired, day(91), None)
+        }];
+        a
+    };
+    let mut nonce = || 9u64;
+    let runs_ended = Context {
+        enrollment: ended(&[("r1", Some(day(40)))]),
+        ..ctx()
+    };
+    for (recorded, scrub) in [
+        (Some(Reason::CourseRunEnded), true),
+        (Some(Reason::NinetyDaysPassed), true),
+        (Some(Reason::EnrollmentDatePassed), false),
+        (Some(Reason::SubsidyExpired), false),
+    ] {
+        let d = pii_job_decision(
+            &delivered(recorded),
+            &runs_ended,
+            &policy,
+            day(200),
+            &mut nonce,
+        );
+        assert_eq!(d.tombstone.is_some(), scrub, "{recorded:?}");
+    }
+    // No recorded reason: recomputed as before the amendment, without the run end date.
+    let d = pii_job_decision(&delivered(None), &runs_ended, &policy, day(200), &mut nonce);
+    assert!(d.tombstone.is_some(), "the 90-day reason, recomputed");
+    let subsidy_first = Context {
+        subsidy_expiration: Some(fmt(day(30))),
+        ..runs_ended.clone()
+    };
+    let d = pii_job_decision(
+        &delivered(None),
+        &subsidy_first,
+        &policy,
+        day(200),
+        &mut nonce,
+    );
+    assert!(d.tombstone.is_none(), "recomputed as SUBSIDY_EXPIRED: kept");
 }

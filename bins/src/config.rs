@@ -61,6 +61,34 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// `braze:`: where the expiration emails go with `notifications: braze`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrazeKeys {
+    /// Braze's REST endpoint, e.g. `https://rest.iad-01.braze.com`.
+    pub api_url: String,
+    /// The REST API key.
+    pub api_key: Secret,
+    /// The campaign ids: `regular` (upstream's
+    /// `BRAZE_ASSIGNMENT_AUTOMATIC_CANCELLATION_NOTIFICATION_CAMPAIGN`) and `bnr`
+    /// (`BRAZE_LEARNER_CREDIT_BNR_AUTOMATIC_EXPIRATION_NOTIFICATION_CAMPAIGN`).
+    pub campaigns: BrazeCampaigns,
+    /// The learner portal's URL, for the Browse & Request email's link
+    /// (upstream's `ENTERPRISE_LEARNER_PORTAL_URL`).
+    #[serde(default)]
+    pub learner_portal_url: String,
+}
+
+/// The two expiration campaigns.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrazeCampaigns {
+    /// The regular expiration email.
+    pub regular: String,
+    /// The Browse & Request expiration email.
+    pub bnr: String,
+}
+
 /// Request timeouts, in seconds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -198,6 +226,8 @@ pub struct Config {
     pub assignments_schema: AssignmentsSchema,
     /// How expired assignments' emails are queued (default `none`).
     pub notifications: retirement_http::expiry::Notifications,
+    /// Braze, for `notifications: braze`.
+    pub braze: Option<BrazeKeys>,
     /// Keys nobody knows, for the warning.
     pub unknown_keys: Vec<String>,
 }
@@ -241,6 +271,7 @@ impl Default for Config {
             expiry_policy: PolicyKind::Adr0016,
             assignments_schema: AssignmentsSchema::Own,
             notifications: retirement_http::expiry::Notifications::None,
+            braze: None,
             unknown_keys: Vec::new(),
         }
     }
@@ -312,14 +343,16 @@ impl Config {
                 "assignments_store" => config.assignments_store = Some(typed(k, value, &error)?),
                 "lease_store" => config.lease_store = Some(typed(k, value, &error)?),
                 "assignments_schema" => config.assignments_schema = typed(k, value, &error)?,
+                "braze" => config.braze = Some(typed(k, value, &error)?),
                 "notifications" => {
                     config.notifications = match typed::<String>(k, value, &error)?.as_str() {
                         "none" => retirement_http::expiry::Notifications::None,
                         "outbox" => retirement_http::expiry::Notifications::Outbox,
+                        "braze" => retirement_http::expiry::Notifications::Braze,
                         other => {
                             return Err(error(
                                 Some(k),
-                                format!("{other:?} is not one of: none, outbox"),
+                                format!("{other:?} is not one of: none, outbox, braze"),
                             ));
                         }
                     }

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use retirement_core::SplitMix64;
 use retirement_http::expiry::{
-    self, EnterpriseServices, ExpirySummary, PassOptions, default_service_retry,
+    self, BrazeConfig, EnterpriseServices, ExpirySummary, PassOptions, default_service_retry,
 };
 use retirement_store::DieselStore;
 use retirement_store::enterprise_access::{EnterpriseAccessStore, OUTBOX};
@@ -146,6 +146,10 @@ enum PolicyArg {
     /// Current upstream: allocated_at anchor, earliest date, inclusive comparison, expire;
     /// scrubbing is left to the PII job.
     Current,
+    /// The edX fork's October 2026 amendment: current, plus COURSE_RUN_ENDED (every known run
+    /// ended), whose rows the PII job clears too, by the reason recorded at expiry.
+    #[value(name = "edx-2026")]
+    Edx2026,
 }
 
 /// Runs the CLI and returns the process status.
@@ -157,6 +161,7 @@ pub fn main() -> ExitCode {
             let kind = match policy {
                 PolicyArg::Adr0016 => PolicyKind::Adr0016,
                 PolicyArg::Current => PolicyKind::Current,
+                PolicyArg::Edx2026 => PolicyKind::Edx2026,
             };
             let now = now.unwrap_or_else(Utc::now);
             let stdin = io::stdin().lock();
@@ -210,6 +215,7 @@ fn policy_kind(arg: Option<PolicyArg>, config: &Config) -> PolicyKind {
     match arg {
         Some(PolicyArg::Adr0016) => PolicyKind::Adr0016,
         Some(PolicyArg::Current) => PolicyKind::Current,
+        Some(PolicyArg::Edx2026) => PolicyKind::Edx2026,
         None => config.expiry_policy,
     }
 }
@@ -290,10 +296,25 @@ async fn store_command(
                      (lms, enterprise_catalog, enterprise_subsidy)",
                     )
                 })?;
-            Some(
+            let mut services =
                 EnterpriseServices::new(&clients, default_service_retry(), random_u64())
-                    .map_err(|e| config.error("base_urls", e.to_string()))?,
-            )
+                    .map_err(|e| config.error("base_urls", e.to_string()))?;
+            if config.notifications == expiry::Notifications::Braze {
+                let braze = config.braze.as_ref().ok_or_else(|| {
+                    config.error(
+                        "braze",
+                        "notifications: braze needs api_url, api_key and campaigns {regular, bnr}",
+                    )
+                })?;
+                services = services.with_braze(BrazeConfig {
+                    api_url: braze.api_url.clone(),
+                    api_key: braze.api_key.0.clone(),
+                    regular_campaign: braze.campaigns.regular.clone(),
+                    bnr_campaign: braze.campaigns.bnr.clone(),
+                    learner_portal_url: braze.learner_portal_url.clone(),
+                });
+            }
+            Some(services)
         }
     };
     match command {
@@ -399,7 +420,7 @@ fn undecided_text(
 
 fn run_text(summary: &ExpirySummary) -> String {
     let mut out = format!(
-        "scanned {}, expired {}{}, kept {}, scrubbed {}, emails queued {}, with warnings {}\n",
+        "scanned {}, expired {}{}, kept {}, scrubbed {}, emails queued {} sent {} failed {}, with warnings {}\n",
         summary.scanned,
         summary.expired,
         if summary.dry_run {
@@ -410,6 +431,8 @@ fn run_text(summary: &ExpirySummary) -> String {
         summary.kept,
         summary.scrubbed,
         summary.emails_queued,
+        summary.emails_sent,
+        summary.emails_failed,
         summary.with_warnings
     );
     for (reason, count) in &summary.by_reason {

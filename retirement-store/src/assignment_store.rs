@@ -138,6 +138,59 @@ pub struct ScrubWrite {
     pub tombstone: String,
 }
 
+/// What an expiry does about its email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notify {
+    /// Nothing.
+    Nothing,
+    /// An outbox row per expiry, in the expiry's transaction.
+    Outbox,
+    /// Return a [`Notice`] per expiry, for the caller to send after the commit.
+    Return,
+}
+
+/// One expiration email to send: what upstream's email task reads, as of the expiry (before
+/// any scrub). `Debug` leaves the email out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The assignment.
+    pub assignment_uuid: String,
+    /// The linked credit request: the Browse & Request email instead of the regular one.
+    pub credit_request_uuid: Option<String>,
+    /// The learner's email.
+    pub learner_email: String,
+    /// The learner's LMS user id.
+    pub lms_user_id: Option<i64>,
+    /// The enterprise customer.
+    pub enterprise_customer_uuid: Option<String>,
+    /// The assignment's content title.
+    pub content_title: Option<String>,
+    /// Why it expired.
+    pub reason: assignment_expiry::Reason,
+}
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notice")
+            .field("assignment_uuid", &self.assignment_uuid)
+            .field("credit_request_uuid", &self.credit_request_uuid)
+            .field("learner_email", &format_args!("<redacted>"))
+            .field("lms_user_id", &self.lms_user_id)
+            .field("enterprise_customer_uuid", &self.enterprise_customer_uuid)
+            .field("reason", &self.reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an expiration email went, recorded as upstream's email task records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailOutcome {
+    /// Delivered: a successful `expired` action.
+    Delivered,
+    /// Failed for good: an errored `expired` action (`email_error`) with this description.
+    Failed(String),
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Written {
@@ -148,6 +201,9 @@ pub struct Written {
     pub changed_meanwhile: Vec<String>,
     /// Outbox rows added.
     pub queued: u64,
+    /// Emails to send ([`Notify::Return`]).
+    #[serde(skip)]
+    pub notices: Vec<Notice>,
 }
 
 /// The tables of assignments, in some schema.
@@ -167,14 +223,25 @@ pub trait AssignmentStore: Send + Sync {
     async fn page(&self, scan: Scan, after: Option<&Cursor>, limit: usize) -> Result<Page>;
 
     /// Writes one page's expiries in one short transaction: each row only if it is still
-    /// allocated at the version read, with history rows where the schema keeps them, and an
-    /// outbox row per expiry when `outbox`.
+    /// allocated at the version read, with history rows where the schema keeps them, and its
+    /// email as `notify` says.
     async fn write_expiries(
         &self,
         writes: &[ExpiryWrite],
         now: DateTime<Utc>,
-        outbox: bool,
+        notify: Notify,
     ) -> Result<Written>;
+
+    /// Records how the expiration email of `notice` went, as an `expired` action row (and its
+    /// history row) with `action_uuid`, and the expiry's reason where the schema has room for
+    /// it (the edx fork's action `metadata`).
+    async fn record_email(
+        &self,
+        notice: &Notice,
+        action_uuid: &str,
+        outcome: &EmailOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 
     /// Writes scrubs in one transaction: the email on the row, its history and wherever else
     /// the schema keeps it, without adding history rows for the old values.

@@ -22,7 +22,8 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 
 use crate::assignment_store::{
-    AssignmentStore, Cursor, ExpiryWrite, Page, Row, RowContext, RowKey, Scan, ScrubWrite, Written,
+    AssignmentStore, Cursor, EmailOutcome, ExpiryWrite, Notify, Page, Row, RowContext, RowKey,
+    Scan, ScrubWrite, Written,
 };
 use crate::diesel_store::{DieselStore, with_conn};
 use crate::error::{Result, StoreError};
@@ -683,6 +684,7 @@ impl DieselStore {
                         .error_reason
                         .map(|r| enum_from::<ErrorReason>("assignment_actions", &r))
                         .transpose()?,
+                    reason: None,
                 });
         }
         let configurations: HashMap<String, ConfigurationRow> = configurations
@@ -901,11 +903,11 @@ impl AssignmentStore for DieselStore {
         &self,
         writes: &[ExpiryWrite],
         now: DateTime<Utc>,
-        outbox: bool,
+        notify: Notify,
     ) -> Result<Written> {
-        if outbox {
+        if notify != Notify::Nothing {
             return Err(StoreError::Unsupported {
-                operation: "an email outbox",
+                operation: "expiration emails (an outbox or Braze)",
                 backend: "this project's assignment tables",
             });
         }
@@ -926,8 +928,20 @@ impl AssignmentStore for DieselStore {
         }
         Ok(Written {
             written,
-            changed_meanwhile: Vec::new(),
-            queued: 0,
+            ..Written::default()
+        })
+    }
+
+    async fn record_email(
+        &self,
+        _notice: &crate::assignment_store::Notice,
+        _action_uuid: &str,
+        _outcome: &EmailOutcome,
+        _now: DateTime<Utc>,
+    ) -> Result<()> {
+        Err(StoreError::Unsupported {
+            operation: "expiration emails",
+            backend: "this project's assignment tables",
         })
     }
 
@@ -939,8 +953,7 @@ impl AssignmentStore for DieselStore {
         self.write_tombstones(&tombstones, micros(now)).await?;
         Ok(Written {
             written: writes.iter().map(|w| w.key.0.clone()).collect(),
-            changed_meanwhile: Vec::new(),
-            queued: 0,
+            ..Written::default()
         })
     }
 

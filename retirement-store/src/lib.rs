@@ -47,8 +47,8 @@ pub mod testkit;
 mod tests;
 
 pub use assignment_store::{
-    AssignmentStore, Configuration, Cursor, ExpiryWrite, Page, PolicyLink, Row, RowContext, RowKey,
-    Scan, ScrubWrite, Written,
+    AssignmentStore, Configuration, Cursor, EmailOutcome, ExpiryWrite, Notice, Notify, Page,
+    PolicyLink, Row, RowContext, RowKey, Scan, ScrubWrite, Written,
 };
 pub use assignments::{DEFAULT_BATCH, ImportSummary};
 pub use conn::{BackendKind, StoreOptions};

@@ -45,6 +45,7 @@ fn actions() -> impl Strategy<Value = Vec<AssignmentAction>> {
                 action_type,
                 completed_at,
                 error_reason,
+                reason: None,
             },
         ),
         0..4,
@@ -58,14 +59,23 @@ fn enrollment() -> impl Strategy<Value = Enrollment> {
             Just("run2".to_owned()),
             Just("run3".to_owned())
         ],
-        prop::option::of(date_string()).prop_map(|enroll_by_date| RunMetadata { enroll_by_date }),
+        (
+            prop::option::of(date_string()),
+            prop::option::of(date_string()),
+        )
+            .prop_map(|(enroll_by_date, end_date)| RunMetadata {
+                enroll_by_date,
+                end_date,
+            }),
         0..3,
     );
     let metadata =
         (prop::option::of(prop::option::of(date_string())), runs).prop_map(|(advertised, runs)| {
             ContentMetadata {
-                normalized_metadata: advertised
-                    .map(|enroll_by_date| RunMetadata { enroll_by_date }),
+                normalized_metadata: advertised.map(|enroll_by_date| RunMetadata {
+                    enroll_by_date,
+                    end_date: None,
+                }),
                 normalized_metadata_by_run: runs,
             }
         });
@@ -115,10 +125,11 @@ fn scanned_case() -> impl Strategy<Value = (Assignment, Context, DateTime<Utc>)>
     })
 }
 
-fn policies() -> [Policy; 2] {
+fn policies() -> [Policy; 3] {
     [
         Policy::named(PolicyKind::Adr0016),
         Policy::named(PolicyKind::Current),
+        Policy::named(PolicyKind::Edx2026),
     ]
 }
 

@@ -9,34 +9,43 @@
 //! fails for a policy leaves that policy's rows undecided for the rest of the pass (they are
 //! counted, and the pass reports it) instead of aborting the pass as upstream does.
 
+mod braze;
 mod services;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use assignment_expiry::{
-    ContentMetadata, Context, Decision, Enrollment, NonceSource, PiiNow, Policy, Reason,
-    RunMetadata, Tombstone, evaluate, pii_job_decision, scrub_for_retired_learner, tombstone_email,
+    ContentMetadata, Context, Decision, Enrollment, ExpiryEmails, NonceSource, PiiNow, Policy,
+    Reason, RunMetadata, Tombstone, evaluate, pii_job_decision_for, scrub_for_retired_learner,
+    tombstone_email,
 };
 use chrono::{DateTime, Utc};
 use retirement_store::{
-    AssignmentStore, Configuration, ExpiryWrite, Row, RowContext, Scan, ScrubWrite,
+    AssignmentStore, Configuration, EmailOutcome, ExpiryWrite, Notify, Row, RowContext, Scan,
+    ScrubWrite,
 };
 use serde::Serialize;
 
 use crate::error::HttpError;
 
+pub use braze::BrazeConfig;
 pub use services::{EnterpriseServices, MAX_CONTENT_KEYS, default_service_retry};
 
 /// How expired assignments' emails get sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Notifications {
-    /// No email is queued (another system watches the states).
+    /// No expiration email is sent; the PII job does not wait for one (it would wait
+    /// forever).
     #[default]
     None,
-    /// One row per expiry in the outbox table, in the expiry's transaction.
+    /// One row per expiry in the outbox table, in the expiry's transaction; the sender
+    /// records each delivery as an `expired` action, which the PII job waits for.
     Outbox,
+    /// Sent through Braze right after each page commits; each outcome is recorded as an
+    /// `expired` action (successful, or errored with `email_error`), which the PII job waits for.
+    Braze,
 }
 
 /// One pass's settings.
@@ -80,6 +89,10 @@ pub struct ExpirySummary {
     pub changed_meanwhile: u64,
     /// Emails queued in the outbox.
     pub emails_queued: u64,
+    /// Emails sent through Braze.
+    pub emails_sent: u64,
+    /// Emails Braze (or the LMS) failed for good: recorded as errored `expired` actions.
+    pub emails_failed: u64,
     /// Decisions that carried warnings (unparseable dates, missing runs).
     pub with_warnings: u64,
     /// Pages read.
@@ -249,11 +262,12 @@ fn policy_of(configuration: &Configuration) -> Result<&retirement_store::PolicyL
 
 /// The parts of a catalog record the rules read.
 fn metadata_of(record: &serde_json::Value) -> ContentMetadata {
+    let text = |v: &serde_json::Value, field: &str| {
+        v.get(field).and_then(|d| d.as_str()).map(str::to_owned)
+    };
     let run = |v: &serde_json::Value| RunMetadata {
-        enroll_by_date: v
-            .get("enroll_by_date")
-            .and_then(|d| d.as_str())
-            .map(str::to_owned),
+        enroll_by_date: text(v, "enroll_by_date"),
+        end_date: text(v, "end_date"),
     };
     ContentMetadata {
         normalized_metadata: record.get("normalized_metadata").map(run),
@@ -281,6 +295,13 @@ pub async fn expire(
     nonce: &mut (dyn NonceSource + Send),
     on_decision: &mut (dyn FnMut(&Decision) + Send),
 ) -> Result<ExpirySummary, HttpError> {
+    if options.notifications == Notifications::Braze && !services.is_some_and(|s| s.has_braze()) {
+        return Err(HttpError::Service {
+            service: "Braze".into(),
+            message: "notifications: braze needs a braze: section (api_url, api_key, campaigns)"
+                .into(),
+        });
+    }
     if options.notifications == Notifications::Outbox && !store.has_outbox() {
         return Err(HttpError::Store(
             retirement_store::StoreError::InvalidArgument(format!(
@@ -353,15 +374,36 @@ pub async fn expire(
         let written: Vec<String> = if options.dry_run {
             writes.iter().map(|w| w.key.as_str().to_owned()).collect()
         } else {
-            let done = store
-                .write_expiries(
-                    &writes,
-                    options.now,
-                    options.notifications == Notifications::Outbox,
-                )
-                .await?;
+            let notify = match options.notifications {
+                Notifications::None => Notify::Nothing,
+                Notifications::Outbox => Notify::Outbox,
+                Notifications::Braze => Notify::Return,
+            };
+            let done = store.write_expiries(&writes, options.now, notify).await?;
             summary.changed_meanwhile += done.changed_meanwhile.len() as u64;
             summary.emails_queued += done.queued;
+            if let Some(services) = services {
+                for notice in &done.notices {
+                    // Sent after the commit, as upstream's task is; the outcome is recorded as
+                    // upstream's task records it (a B&R success too: upstream records none,
+                    // so its PII job never scrubs those rows).
+                    let outcome = match services.send_expiry_email(notice).await {
+                        Ok(()) => {
+                            summary.emails_sent += 1;
+                            EmailOutcome::Delivered
+                        }
+                        Err(e) => {
+                            summary.emails_failed += 1;
+                            tracing::warn!(assignment = %notice.assignment_uuid, error = %e, "expiration email failed");
+                            EmailOutcome::Failed(e.to_string())
+                        }
+                    };
+                    let action = v4(nonce);
+                    store
+                        .record_email(notice, &action, &outcome, options.now)
+                        .await?;
+                }
+            }
             done.written
         };
         for key in written {
@@ -412,11 +454,16 @@ pub async fn scrub_pii(
                 }
             };
             summary.scanned += 1;
-            let decision = pii_job_decision(
+            let emails = match options.notifications {
+                Notifications::None => ExpiryEmails::NotSent,
+                Notifications::Outbox | Notifications::Braze => ExpiryEmails::Recorded,
+            };
+            let decision = pii_job_decision_for(
                 &row.assignment,
                 &context,
                 &options.policy,
                 options.now,
+                emails,
                 nonce,
             );
             match (decision.tombstone, decision.skipped_because) {
@@ -487,4 +534,18 @@ pub async fn scrub_learner(
         scrubbed: scrubs.into_iter().map(|s| s.uuid).collect(),
         other_rows,
     })
+}
+
+/// A version-4 UUID from `nonce` (action rows' ids).
+fn v4(nonce: &mut (dyn NonceSource + Send)) -> String {
+    let (a, b) = (nonce.next_nonce(), nonce.next_nonce());
+    let hex = format!("{a:016x}{b:016x}");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }

@@ -25,9 +25,11 @@ pub struct EnterpriseServices {
     tokens: TokenSource,
     catalog: reqwest::Url,
     subsidy: reqwest::Url,
+    lms: reqwest::Url,
     timeout: Duration,
     retry: RetryPolicy,
     jitter: Mutex<SplitMix64>,
+    braze: Option<super::braze::Braze>,
 }
 
 impl std::fmt::Debug for EnterpriseServices {
@@ -83,10 +85,39 @@ impl EnterpriseServices {
             tokens: clients.tokens().clone(),
             catalog: base(clients, "enterprise_catalog", "enterprise-catalog")?,
             subsidy: base(clients, "enterprise_subsidy", "enterprise-subsidy")?,
+            lms: base(clients, "lms", "LMS")?,
             timeout: clients.request_timeout,
             retry,
             jitter: Mutex::new(SplitMix64::new(seed)),
+            braze: None,
         })
+    }
+
+    /// Sends expiration emails through Braze (`notifications: braze`).
+    pub fn with_braze(mut self, config: super::braze::BrazeConfig) -> EnterpriseServices {
+        self.braze = Some(super::braze::Braze::new(config));
+        self
+    }
+
+    /// Sends the expiration email of `notice` through Braze.
+    pub async fn send_expiry_email(
+        &self,
+        notice: &retirement_store::Notice,
+    ) -> Result<(), HttpError> {
+        match &self.braze {
+            Some(braze) => braze.send(self, notice).await,
+            None => Err(HttpError::Service {
+                service: "Braze".into(),
+                message:
+                    "notifications: braze needs a braze: section (api_url, api_key, campaigns)"
+                        .into(),
+            }),
+        }
+    }
+
+    /// Whether Braze is configured.
+    pub fn has_braze(&self) -> bool {
+        self.braze.is_some()
     }
 
     /// The course-level records of `catalog_uuid` matching `keys` (at most
@@ -164,29 +195,98 @@ impl EnterpriseServices {
         }
     }
 
-    /// One GET with the JWT: a 401 fetches a new token once; 429, 5xx and transport failures
-    /// are retried per the policy. Returns the final status and body.
+    /// The LMS's enterprise-customer record (`name`, `slug`, `admin_users`), for the expiration
+    /// emails: `GET …/enterprise/api/v1/enterprise-customer/<uuid>/`.
+    pub async fn enterprise_customer(&self, uuid: &str) -> Result<serde_json::Value, HttpError> {
+        let url = self
+            .lms
+            .join(&format!("enterprise/api/v1/enterprise-customer/{uuid}/"))
+            .map_err(|e| service_error("LMS", e))?;
+        let (status, body) = self.get("LMS", url).await?;
+        if status != 200 {
+            return Err(HttpError::Service {
+                service: "LMS".into(),
+                message: format!("enterprise customer {uuid} answered HTTP {status}"),
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| service_error("LMS", e))
+    }
+
+    /// A JSON POST with `Authorization: Bearer <key>` (Braze), retried like the GETs; a status
+    /// other than 2xx is an error.
+    pub async fn post_bearer(
+        &self,
+        service: &'static str,
+        url: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, HttpError> {
+        let url = reqwest::Url::parse(url).map_err(|e| service_error(service, e))?;
+        let (status, text) = self
+            .send(
+                service,
+                Auth::Bearer(key),
+                reqwest::Method::POST,
+                url,
+                Some(body),
+            )
+            .await?;
+        if !(200..300).contains(&status) {
+            return Err(HttpError::Service {
+                service: service.into(),
+                message: format!("HTTP {status}"),
+            });
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     async fn get(
         &self,
         service: &'static str,
         url: reqwest::Url,
     ) -> Result<(u16, String), HttpError> {
+        self.send(service, Auth::Jwt, reqwest::Method::GET, url, None)
+            .await
+    }
+
+    /// One request: with the JWT, a 401 fetches a new token once; 429, 5xx and transport
+    /// failures are retried per the policy. Returns the final status and body.
+    async fn send(
+        &self,
+        service: &'static str,
+        auth: Auth<'_>,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, String), HttpError> {
         let mut attempts = Attempts::new(Utc::now());
         let mut refreshed = false;
         loop {
-            let token = self.tokens.token().await?;
-            let request = self
+            let token = match auth {
+                Auth::Jwt => Some(self.tokens.token().await?),
+                Auth::Bearer(_) => None,
+            };
+            let authorization = match (&token, auth) {
+                (Some(token), _) => token.header_value(),
+                (None, Auth::Bearer(key)) => format!("Bearer {key}"),
+                (None, Auth::Jwt) => String::new(),
+            };
+            let mut request = self
                 .http
-                .get(url.clone())
-                .header("Authorization", token.header_value())
+                .request(method.clone(), url.clone())
+                .header("Authorization", authorization)
                 .header("Accept", "application/json")
-                .timeout(self.timeout)
-                .build()
-                .map_err(|e| service_error(service, e))?;
+                .timeout(self.timeout);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let request = request.build().map_err(|e| service_error(service, e))?;
             let (verdict, retry_after, failure) = match self.transport.send(request).await {
-                Ok(answer) if answer.status == 401 && !refreshed => {
+                Ok(answer) if answer.status == 401 && !refreshed && token.is_some() => {
                     refreshed = true;
-                    self.tokens.invalidate(&token).await;
+                    if let Some(token) = &token {
+                        self.tokens.invalidate(token).await;
+                    }
                     continue;
                 }
                 Ok(answer) => match (answer.status, answer.body) {
@@ -217,6 +317,15 @@ impl EnterpriseServices {
             tokio::time::sleep((at - now).to_std().unwrap_or_default()).await;
         }
     }
+}
+
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// The LMS's JWT (the edX services).
+    Jwt,
+    /// A vendor's API key as a bearer token.
+    Bearer(&'a str),
 }
 
 fn service_error(service: &str, e: impl std::fmt::Display) -> HttpError {

@@ -117,3 +117,87 @@ impl FakeEdx {
             .insert(subsidy_uuid.to_owned(), record);
     }
 }
+
+/// `GET /enterprise/api/v1/enterprise-customer/<uuid>/`: the LMS's enterprise-customer record.
+pub(super) async fn enterprise_customer(
+    State(state): State<Arc<FakeState>>,
+    Path(uuid): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    record(
+        &state,
+        &headers,
+        format!("/enterprise/api/v1/enterprise-customer/{uuid}/"),
+    );
+    if !authorised(&state, &headers) {
+        return bare(401, "Authentication credentials were not provided.");
+    }
+    match state.lock().customers.get(&uuid) {
+        Some(found) => axum::Json(found.clone()).into_response(),
+        None => bare(404, "Not found."),
+    }
+}
+
+/// Braze's REST endpoints the expiration emails use (`/users/identify`, `/users/export/ids`,
+/// `/users/alias/new`, `/users/track`, `/campaigns/trigger/send`), under `/braze`: the API key
+/// as a bearer token, every call recorded with its body.
+pub(super) async fn braze(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    state.lock().calls.push(RecordedCall {
+        method: "POST".into(),
+        path: path.clone(),
+        authorization: header(&headers, "authorization"),
+        content_type: header(&headers, "content-type"),
+        body: json.clone(),
+        status: 0,
+        learner_state: None,
+        user_agent: header(&headers, "user-agent"),
+    });
+    let expected = format!("Bearer {}", state.config.braze_api_key);
+    if header(&headers, "authorization").as_deref() != Some(expected.as_str()) {
+        return bare(401, "Invalid API key");
+    }
+    match path.trim_start_matches("/braze") {
+        "/users/export/ids" => axum::Json(
+            serde_json::json!({"users": [], "invalid_user_ids": [], "message": "success"}),
+        )
+        .into_response(),
+        "/campaigns/trigger/send" => {
+            if json["campaign_id"].as_str().is_none_or(str::is_empty)
+                || json["recipients"].as_array().is_none_or(Vec::is_empty)
+            {
+                return bare(400, "campaign_id and recipients are required");
+            }
+            axum::Json(serde_json::json!({"dispatch_id": "fake-dispatch", "message": "success"}))
+                .into_response()
+        }
+        "/users/identify" | "/users/alias/new" | "/users/track" => {
+            axum::Json(serde_json::json!({"message": "success"})).into_response()
+        }
+        _ => bare(404, "Not found."),
+    }
+}
+
+impl FakeEdx {
+    /// Sets an enterprise customer of the fake LMS (`{"uuid", "name", "slug", "admin_users":
+    /// [{"email"}]}`).
+    pub fn set_enterprise_customer(&self, uuid: &str, record: serde_json::Value) {
+        self.state.lock().customers.insert(uuid.to_owned(), record);
+    }
+}
+
+impl FakeEdx {
+    /// Empties a catalog of the fake enterprise-catalog (content that left the catalog).
+    pub fn clear_catalog(&self, catalog_uuid: &str) {
+        self.state
+            .lock()
+            .catalogs
+            .insert(catalog_uuid.to_owned(), Vec::new());
+    }
+}

@@ -62,7 +62,11 @@ pub(super) async fn around_answers(
 
 /// Whether `path` belongs to the LMS retirement status API (served from `lms_store`).
 pub(super) fn is_status_api(path: &str) -> bool {
-    if path.starts_with("/api/v2/enterprise-catalogs/") || path.starts_with("/api/v1/subsidies/") {
+    if path.starts_with("/api/v2/enterprise-catalogs/")
+        || path.starts_with("/api/v1/subsidies/")
+        || path.starts_with("/braze/")
+        || path.starts_with("/enterprise/api/v1/enterprise-customer/")
+    {
         // enterprise-catalog's and enterprise-subsidy's endpoints take faults the same way.
         return true;
     }

@@ -104,6 +104,8 @@ pub struct FakeConfig {
     /// Serve the LMS's retirement status API from this store (and guard the step endpoints
     /// with its states): the fake LMS of the LMS-backed store's tests and the demo.
     pub lms_store: Option<Arc<DieselStore>>,
+    /// The REST API key the fake Braze (under `/braze`) accepts.
+    pub braze_api_key: String,
 }
 
 impl std::fmt::Debug for FakeConfig {
@@ -128,6 +130,7 @@ impl Default for FakeConfig {
             seed: 7,
             enforce_state_guard: false,
             lms_store: None,
+            braze_api_key: "braze-key".into(),
         }
     }
 }
@@ -147,6 +150,8 @@ struct Shared {
     catalogs: HashMap<String, Vec<serde_json::Value>>,
     /// enterprise-subsidy's records by subsidy uuid.
     subsidies: HashMap<String, serde_json::Value>,
+    /// The LMS's enterprise customers by uuid.
+    customers: HashMap<String, serde_json::Value>,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -315,6 +320,11 @@ impl FakeEdx {
                 get(enterprise::content_metadata),
             )
             .route("/api/v1/subsidies/{subsidy}/", get(enterprise::subsidy))
+            .route(
+                "/enterprise/api/v1/enterprise-customer/{uuid}/",
+                get(enterprise::enterprise_customer),
+            )
+            .route("/braze/{*rest}", post(enterprise::braze))
             .fallback(step)
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),

@@ -14,7 +14,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use retirement_core::RetryPolicy;
-use retirement_http::expiry::{self, EnterpriseServices, Notifications, PassOptions};
+use retirement_http::expiry::{self, BrazeConfig, EnterpriseServices, Notifications, PassOptions};
 use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
 use retirement_http::{ClientCredentials, HttpOptions, ServiceClients};
 use retirement_store::enterprise_access::EnterpriseAccessStore;
@@ -65,31 +65,7 @@ impl World {
         );
         let store = EnterpriseAccessStore::open(sql.clone()).await.unwrap();
         let fake = FakeEdx::start(FakeConfig::default()).await.unwrap();
-        let base = fake.base_url();
-        let base_urls: BTreeMap<String, String> =
-            ["lms", "enterprise_catalog", "enterprise_subsidy"]
-                .iter()
-                .map(|k| (k.to_string(), base.clone()))
-                .collect();
-        let clients = ServiceClients::new(
-            base_urls,
-            ClientCredentials {
-                client_id: "retirement-worker".into(),
-                client_secret: "s3cret".into(),
-            },
-            Vec::new(),
-            &HttpOptions::default(),
-        )
-        .unwrap();
-        // Quick retries: an outage test must give up within milliseconds.
-        let retry = RetryPolicy {
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(4),
-            budget: Duration::from_millis(50),
-            gateway_timeout_wait: Duration::from_millis(1),
-            gateway_timeout_retries: 1,
-        };
-        let services = EnterpriseServices::new(&clients, retry, 7).unwrap();
+        let services = services_of(&fake, None);
         fake.set_subsidy(SUBSIDY, serde_json::json!({"uuid": SUBSIDY, "expiration_datetime": "2030-01-01T00:00:00Z", "is_active": true}));
         fake.set_subsidy(EXPIRED_SUBSIDY, serde_json::json!({"uuid": EXPIRED_SUBSIDY, "expiration_datetime": "2026-10-01T00:00:00Z", "is_active": false}));
         Some(World {
@@ -314,6 +290,38 @@ impl World {
         if let Some(db) = self.db.take() {
             db.drop_database().await;
         }
+    }
+}
+
+/// The services on `fake`, with quick retries (an outage test must give up within
+/// milliseconds), and Braze when given.
+fn services_of(fake: &FakeEdx, braze: Option<BrazeConfig>) -> EnterpriseServices {
+    let base = fake.base_url();
+    let base_urls: BTreeMap<String, String> = ["lms", "enterprise_catalog", "enterprise_subsidy"]
+        .iter()
+        .map(|k| (k.to_string(), base.clone()))
+        .collect();
+    let clients = ServiceClients::new(
+        base_urls,
+        ClientCredentials {
+            client_id: "retirement-worker".into(),
+            client_secret: "s3cret".into(),
+        },
+        Vec::new(),
+        &HttpOptions::default(),
+    )
+    .unwrap();
+    let retry = RetryPolicy {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+        budget: Duration::from_millis(50),
+        gateway_timeout_wait: Duration::from_millis(1),
+        gateway_timeout_retries: 1,
+    };
+    let services = EnterpriseServices::new(&clients, retry, 7).unwrap();
+    match braze {
+        Some(config) => services.with_braze(config),
+        None => services,
     }
 }
 
@@ -601,14 +609,12 @@ async fn the_pii_job_scrubs_delivered_ninety_day_rows_everywhere_and_keeps_the_r
         n += 1;
         n
     };
-    let job = expiry::scrub_pii(
-        &w.store,
-        Some(&w.services),
-        &w.options(PolicyKind::Current),
-        &mut nonce,
-    )
-    .await
-    .unwrap();
+    // Emails go out through the outbox: the job waits for each recorded delivery.
+    let mut sent = w.options(PolicyKind::Current);
+    sent.notifications = Notifications::Outbox;
+    let job = expiry::scrub_pii(&w.store, Some(&w.services), &sent, &mut nonce)
+        .await
+        .unwrap();
     assert_eq!((job.scanned, job.scrubbed), (3, 1), "{job:?}");
     assert_eq!(job.skipped.get("expiration email not delivered"), Some(&2));
     assert_eq!(
@@ -633,8 +639,13 @@ async fn the_pii_job_scrubs_delivered_ninety_day_rows_everywhere_and_keeps_the_r
             .await,
         3
     );
-    // Nothing more to do.
-    let again = expiry::scrub_pii(
+    // Nothing more to do while the others wait for their emails.
+    let again = expiry::scrub_pii(&w.store, Some(&w.services), &sent, &mut nonce)
+        .await
+        .unwrap();
+    assert_eq!((again.scanned, again.scrubbed), (2, 0));
+    // With no emails at all, nothing is waited for.
+    let unsent = expiry::scrub_pii(
         &w.store,
         Some(&w.services),
         &w.options(PolicyKind::Current),
@@ -642,7 +653,11 @@ async fn the_pii_job_scrubs_delivered_ninety_day_rows_everywhere_and_keeps_the_r
     )
     .await
     .unwrap();
-    assert_eq!((again.scanned, again.scrubbed), (2, 0));
+    assert_eq!((unsent.scanned, unsent.scrubbed), (2, 2));
+    assert_eq!(
+        w.text_columns_containing("pending@example.com").await,
+        Vec::<String>::new()
+    );
     w.finish().await;
 }
 
@@ -887,7 +902,11 @@ async fn a_row_changed_between_read_and_write_is_left_for_the_next_run() {
             reason: Reason::NinetyDaysPassed,
         })
         .collect();
-    let done = w.store.write_expiries(&writes, now(), false).await.unwrap();
+    let done = w
+        .store
+        .write_expiries(&writes, now(), retirement_store::Notify::Nothing)
+        .await
+        .unwrap();
     assert_eq!(done.written, vec![uuid(2)]);
     assert_eq!(done.changed_meanwhile, vec![uuid(1)]);
     assert!(w.state(&uuid(1)).await.starts_with("accepted|"));
@@ -972,6 +991,318 @@ async fn outbox_rows_are_queued_with_the_expiry_and_an_unknown_schema_is_refused
         err.to_string()
             .contains(&format!("missing {LIVE}.allocated_at")),
         "{err}"
+    );
+    w.finish().await;
+}
+
+/// A version-4 UUID spread over the whole space (MariaDB's native UUID order is not its
+/// text's: a keyset page that compared or sorted by text would skip rows).
+fn spread_uuid(n: u64) -> String {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut hex = String::new();
+    for _ in 0..2 {
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        hex.push_str(&format!("{x:016x}"));
+    }
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+#[tokio::test]
+async fn small_pages_over_spread_uuids_expire_every_eligible_row_exactly_once() {
+    let Some(w) = World::new(false).await else {
+        return;
+    };
+    w.fake
+        .add_catalog_record(CATALOG, course("edX+Course", "2027-06-01T00:00:00Z", &[]));
+    let c = w.configuration(1, true, CATALOG, SUBSIDY).await;
+    let mut eligible = std::collections::BTreeSet::new();
+    for i in 0..240u64 {
+        let u = spread_uuid(i);
+        let email = format!("spread{i}@example.com");
+        let days = if i % 3 == 0 { 30 } else { 120 };
+        w.assignment(&row(&u, &c, &email, days)).await;
+        if days > 90 {
+            eligible.insert(u);
+        }
+    }
+    let mut options = w.options(PolicyKind::Current);
+    options.page_size = 7;
+    let mut seen = Vec::new();
+    let mut nonce = || 1u64;
+    let summary = expiry::expire(
+        &w.store,
+        Some(&w.services),
+        &options,
+        &mut nonce,
+        &mut |d| seen.push(d.uuid.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.scanned, 240);
+    let distinct: std::collections::BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(distinct.len(), 240, "every row seen exactly once");
+    assert_eq!(summary.expired as usize, eligible.len());
+    let expired: std::collections::BTreeSet<String> = w
+        .lines(&format!(
+            "SELECT CAST(uuid AS CHAR) AS line FROM {LIVE} WHERE state = 'expired'"
+        ))
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(expired, eligible);
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn braze_sends_each_expiration_email_as_upstream_and_records_the_outcome() {
+    let Some(w) = World::new(false).await else {
+        return;
+    };
+    w.fake
+        .add_catalog_record(CATALOG, course("edX+Course", "2027-06-01T00:00:00Z", &[]));
+    w.fake.set_enterprise_customer(
+        CUSTOMER,
+        serde_json::json!({"uuid": CUSTOMER, "name": "Acme", "slug": "acme",
+            "admin_users": [{"email": "admin1@acme.example"}, {"email": "admin2@acme.example"}]}),
+    );
+    let c = w.configuration(1, true, CATALOG, SUBSIDY).await;
+    let (known, alias, bnr) = (uuid(1), uuid(2), uuid(3));
+    w.assignment(&Row {
+        lms_user_id: Some(11),
+        ..row(&known, &c, "known@example.com", 120)
+    })
+    .await;
+    w.assignment(&Row {
+        content_key: "edX+Alias",
+        ..row(&alias, &c, "alias@example.com", 120)
+    })
+    .await;
+    w.assignment(&Row {
+        lms_user_id: Some(13),
+        content_key: "edX+Bnr",
+        ..row(&bnr, &c, "bnr@example.com", 120)
+    })
+    .await;
+    let user = w.user("bnr@example.com", 13).await;
+    w.credit_request(1, &bnr, user).await;
+    let braze = BrazeConfig {
+        api_url: format!("{}/braze", w.fake.base_url()),
+        api_key: "braze-key".into(),
+        regular_campaign: "campaign-regular".into(),
+        bnr_campaign: "campaign-bnr".into(),
+        learner_portal_url: "https://portal.example.com/".into(),
+    };
+    let services = services_of(&w.fake, Some(braze));
+    let mut options = w.options(PolicyKind::Current);
+    options.notifications = Notifications::Braze;
+    let mut n = 0u64;
+    let mut nonce = move || {
+        n += 1;
+        n
+    };
+    let summary = expiry::expire(&w.store, Some(&services), &options, &mut nonce, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.expired, summary.emails_sent, summary.emails_failed),
+        (3, 3, 0)
+    );
+    let braze_calls: Vec<serde_json::Value> = w
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.starts_with("/braze/"))
+        .map(|c| {
+            assert_eq!(c.authorization.as_deref(), Some("Bearer braze-key"));
+            serde_json::json!({"path": c.path, "body": c.body})
+        })
+        .collect();
+    insta::assert_json_snapshot!("braze_expiration_emails", braze_calls);
+    // Each delivery recorded as upstream's task records it: a successful `expired` action and
+    // its '+' history row (the B&R one too: upstream records none, so it never scrubs them).
+    for u in [&known, &alias, &bnr] {
+        assert_eq!(
+            w.count(
+                "content_assignments_learnercontentassignmentaction",
+                &format!("assignment_id = '{u}' AND action_type = 'expired' AND error_reason IS NULL AND completed_at IS NOT NULL")
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            w.count(
+                "content_assignments_historicallearnercontentassignmentaction",
+                &format!("assignment_id = '{u}' AND history_type = '+'")
+            )
+            .await,
+            1
+        );
+    }
+    // Braze down: the row still expires; the failure is an errored `expired` action, and the
+    // PII job waits.
+    let down = uuid(4);
+    w.assignment(&Row {
+        lms_user_id: Some(14),
+        content_key: "edX+Down",
+        ..row(&down, &c, "down@example.com", 120)
+    })
+    .await;
+    w.fake.set_fault(
+        "/braze/campaigns/trigger/send",
+        Some(Fault {
+            status: Some(500),
+            ..Fault::default()
+        }),
+    );
+    let summary = expiry::expire(&w.store, Some(&services), &options, &mut nonce, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.expired, summary.emails_sent, summary.emails_failed),
+        (1, 0, 1)
+    );
+    assert!(w.state(&down).await.starts_with("expired|"));
+    assert_eq!(
+        w.count(
+            "content_assignments_learnercontentassignmentaction",
+            &format!("assignment_id = '{down}' AND error_reason = 'email_error' AND completed_at IS NULL AND traceback LIKE '%Braze%'")
+        )
+        .await,
+        1
+    );
+    let pii = expiry::scrub_pii(&w.store, Some(&services), &options, &mut nonce)
+        .await
+        .unwrap();
+    assert_eq!(pii.scrubbed, 3);
+    assert_eq!(pii.skipped.get("expiration email not delivered"), Some(&1));
+    assert_eq!(
+        w.text_columns_containing("known@example.com").await,
+        Vec::<String>::new()
+    );
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn edx_2026_expires_ended_courses_and_its_pii_job_reads_the_recorded_reason() {
+    let Some(w) = World::new(false).await else {
+        return;
+    };
+    // The edx fork's action audit field: the expiry's reason is recorded there.
+    w.exec(
+        "ALTER TABLE content_assignments_learnercontentassignmentaction ADD COLUMN metadata longtext NULL; \
+         ALTER TABLE content_assignments_historicallearnercontentassignmentaction ADD COLUMN metadata longtext NULL",
+    )
+    .await;
+    let store = EnterpriseAccessStore::open(w.sql.clone()).await.unwrap();
+    let ended = |key: &str, enroll_by: &str| {
+        serde_json::json!({
+            "key": key,
+            "normalized_metadata": {"enroll_by_date": enroll_by},
+            "normalized_metadata_by_run": {
+                format!("course-v1:{key}+1T2026"): {"enroll_by_date": enroll_by, "end_date": "2026-10-01T00:00:00Z"},
+                format!("course-v1:{key}+2T2026"): {"enroll_by_date": enroll_by, "end_date": "2026-10-20T00:00:00Z"},
+            },
+        })
+    };
+    w.fake
+        .add_catalog_record(CATALOG, ended("edX+Ended", "2027-01-01T00:00:00Z"));
+    w.fake
+        .add_catalog_record(CATALOG, ended("edX+Closed", "2026-09-01T00:00:00Z"));
+    w.fake.set_enterprise_customer(
+        CUSTOMER,
+        serde_json::json!({"name": "Acme", "slug": "acme", "admin_users": []}),
+    );
+    let c = w.configuration(1, true, CATALOG, SUBSIDY).await;
+    let (run_ended, closed) = (uuid(1), uuid(2));
+    w.assignment(&Row {
+        lms_user_id: Some(1),
+        content_key: "edX+Ended",
+        ..row(&run_ended, &c, "ended@example.com", 30)
+    })
+    .await;
+    w.assignment(&Row {
+        lms_user_id: Some(2),
+        content_key: "edX+Closed",
+        ..row(&closed, &c, "closed@example.com", 30)
+    })
+    .await;
+    // The current policy does not know the reason: both stay (the second for its enrollment
+    // deadline would expire; it is checked under edx-2026 below).
+    let mut dry = w.options(PolicyKind::Current);
+    dry.dry_run = true;
+    let current = expiry::expire(&store, Some(&w.services), &dry, &mut || 1u64, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        current.by_reason,
+        BTreeMap::from([(Reason::EnrollmentDatePassed, 1)])
+    );
+
+    let braze = BrazeConfig {
+        api_url: format!("{}/braze", w.fake.base_url()),
+        api_key: "braze-key".into(),
+        regular_campaign: "campaign-regular".into(),
+        bnr_campaign: "campaign-bnr".into(),
+        learner_portal_url: String::new(),
+    };
+    let services = services_of(&w.fake, Some(braze));
+    let mut options = w.options(PolicyKind::Edx2026);
+    options.notifications = Notifications::Braze;
+    let mut n = 0u64;
+    let mut nonce = move || {
+        n += 1;
+        n
+    };
+    let summary = expiry::expire(&store, Some(&services), &options, &mut nonce, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.by_reason,
+        BTreeMap::from([
+            (Reason::EnrollmentDatePassed, 1),
+            (Reason::CourseRunEnded, 1)
+        ])
+    );
+    assert_eq!(summary.emails_sent, 2);
+    let recorded = w
+        .lines(&format!(
+            "SELECT CONCAT_WS('|', CAST(assignment_id AS CHAR), JSON_VALUE(metadata, '$.expiration_reason')) AS line \
+             FROM content_assignments_learnercontentassignmentaction ORDER BY assignment_id"
+        ))
+        .await;
+    assert_eq!(
+        recorded,
+        vec![
+            format!("{run_ended}|COURSE_RUN_ENDED"),
+            format!("{closed}|ENROLLMENT_DATE_PASSED")
+        ]
+    );
+    // Both courses leave the catalog: recomputing would now say NINETY_DAYS_PASSED for both;
+    // the recorded reasons decide instead.
+    w.fake.clear_catalog(CATALOG);
+    let services = services_of(&w.fake, None);
+    let pii = expiry::scrub_pii(&store, Some(&services), &options, &mut nonce)
+        .await
+        .unwrap();
+    assert_eq!((pii.scanned, pii.scrubbed), (2, 1), "{pii:?}");
+    assert_eq!(
+        w.text_columns_containing("ended@example.com").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        w.text_columns_containing("closed@example.com").await,
+        vec![
+            format!("{HISTORY}.learner_email"),
+            format!("{LIVE}.learner_email")
+        ]
     );
     w.finish().await;
 }

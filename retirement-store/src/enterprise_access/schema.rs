@@ -148,6 +148,9 @@ pub struct EnterpriseAccessSchema {
     uuids: BTreeMap<(String, String), UuidStorage>,
     /// Every table's columns in declaration order, with their types (lower case).
     columns: BTreeMap<String, Vec<(String, String)>>,
+    /// Indexes on exactly one column, by (table, column). Django names them by a hash, so
+    /// they are looked up rather than named.
+    single_column_indexes: BTreeMap<(String, String), String>,
 }
 
 #[derive(QueryableByName)]
@@ -161,6 +164,21 @@ struct ColumnRow {
     #[diesel(sql_type = Nullable<Text>)]
     collation_name: Option<String>,
 }
+
+#[derive(QueryableByName)]
+struct IndexRow {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = Text)]
+    column_name: String,
+    #[diesel(sql_type = Text)]
+    index_name: String,
+}
+
+const SINGLE_COLUMN_INDEXES: &str = "SELECT CAST(TABLE_NAME AS CHAR) AS table_name, \
+     CAST(MIN(COLUMN_NAME) AS CHAR) AS column_name, CAST(INDEX_NAME AS CHAR) AS index_name \
+     FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND INDEX_NAME <> 'PRIMARY' \
+     GROUP BY TABLE_NAME, INDEX_NAME HAVING COUNT(*) = 1";
 
 const COLUMNS: &str = "SELECT CAST(TABLE_NAME AS CHAR) AS table_name, \
      CAST(COLUMN_NAME AS CHAR) AS column_name, CAST(COLUMN_TYPE AS CHAR) AS column_type, \
@@ -183,10 +201,30 @@ impl EnterpriseAccessSchema {
         };
         let mut conn = pool.get().await.map_err(StoreError::connection)?;
         let rows: Vec<ColumnRow> = diesel::sql_query(COLUMNS).load(&mut *conn).await?;
-        Self::from_columns(
+        let mut schema = Self::from_columns(
             rows.into_iter()
                 .map(|r| (r.table_name, r.column_name, r.column_type, r.collation_name)),
-        )
+        )?;
+        let indexes: Vec<IndexRow> = diesel::sql_query(SINGLE_COLUMN_INDEXES)
+            .load(&mut *conn)
+            .await?;
+        schema.single_column_indexes = indexes
+            .into_iter()
+            .map(|i| {
+                (
+                    (i.table_name.to_lowercase(), i.column_name.to_lowercase()),
+                    i.index_name,
+                )
+            })
+            .collect();
+        Ok(schema)
+    }
+
+    /// The name of an index on exactly `table.column`, if the database has one.
+    pub fn index_on(&self, table: &str, column: &str) -> Option<&str> {
+        self.single_column_indexes
+            .get(&(table.to_owned(), column.to_owned()))
+            .map(String::as_str)
     }
 
     /// The check over `(table, column, column type, collation)` rows.
@@ -239,7 +277,11 @@ impl EnterpriseAccessSchema {
             }
         }
         if missing.is_empty() && wrong.is_empty() {
-            return Ok(EnterpriseAccessSchema { uuids, columns });
+            return Ok(EnterpriseAccessSchema {
+                uuids,
+                columns,
+                single_column_indexes: BTreeMap::new(),
+            });
         }
         let mut problems = Vec::new();
         if !missing.is_empty() {

@@ -32,8 +32,8 @@ use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsy
 
 use super::schema::{EnterpriseAccessSchema, canonical_hex};
 use crate::assignment_store::{
-    AssignmentStore, Configuration, Cursor, ExpiryWrite, Page, PolicyLink, Row, RowContext, RowKey,
-    Scan, ScrubWrite, Written,
+    AssignmentStore, Configuration, Cursor, EmailOutcome, ExpiryWrite, Notice, Notify, Page,
+    PolicyLink, Row, RowContext, RowKey, Scan, ScrubWrite, Written,
 };
 use crate::conn::Pools;
 use crate::diesel_store::DieselStore;
@@ -236,6 +236,8 @@ struct ActionSql {
     completed_at: Option<String>,
     #[diesel(sql_type = Nullable<Text>)]
     error_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    reason: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -473,9 +475,16 @@ impl EnterpriseAccessStore {
         let mut actions: HashMap<String, Vec<AssignmentAction>> = HashMap::new();
         if let Some(action_type) = action_type {
             let list = self.uuid_list(ACTION, "assignment_id", uuids.iter().map(String::as_str))?;
+            // The edx fork records the expiry's reason in the action's metadata.
+            let reason = if self.schema.has_column(ACTION, "metadata") {
+                "JSON_VALUE(metadata, '$.expiration_reason')"
+            } else {
+                "NULL"
+            };
             let found: Vec<ActionSql> = diesel::sql_query(format!(
                 "SELECT CAST(assignment_id AS CHAR) AS assignment, action_type, \
-                 DATE_FORMAT(completed_at, '{DATETIME}') AS completed_at, error_reason \
+                 DATE_FORMAT(completed_at, '{DATETIME}') AS completed_at, error_reason, \
+                 {reason} AS reason \
                  FROM {ACTION} WHERE assignment_id IN ({list}) AND action_type = '{action_type}'"
             ))
             .load(&mut *conn)
@@ -492,6 +501,8 @@ impl EnterpriseAccessStore {
                         None => None,
                         Some(r) => Some(enum_from::<ErrorReason>(ACTION, r)?),
                     },
+                    // An unknown recorded reason counts as none recorded.
+                    reason: a.reason.as_deref().and_then(|r| enum_from(ACTION, r).ok()),
                 };
                 actions
                     .entry(hyphenated(&a.assignment)?)
@@ -658,15 +669,32 @@ impl AssignmentStore for EnterpriseAccessStore {
         };
         let after_clause = match after {
             None => String::new(),
-            Some(Cursor(c)) => format!(
-                " AND uuid > '{}'",
-                self.schema.encode(ASSIGNMENT, "uuid", c)?
-            ),
+            // A native uuid column orders by the UUID type's own order (not its text's):
+            // compare with a UUID value, not a string, or pages skip rows.
+            Some(Cursor(c)) => match self.schema.storage(ASSIGNMENT, "uuid") {
+                Some(super::UuidStorage::Native) => format!(
+                    " AND uuid > CAST('{}' AS UUID)",
+                    self.schema.encode(ASSIGNMENT, "uuid", c)?
+                ),
+                _ => format!(
+                    " AND uuid > '{}'",
+                    self.schema.encode(ASSIGNMENT, "uuid", c)?
+                ),
+            },
         };
         let limit = limit.max(1);
+        // MariaDB plans `state = ? AND uuid > ?` as a lookup on `state` alone and filters `uuid`
+        // row by row from the start of the state's range, so each page would cost more than
+        // the last (a 1M-row pass took 7x the set-based baseline). Forcing the `state` index
+        // makes it a range scan on (state, uuid): InnoDB keeps the primary key in it.
+        let hint = self
+            .schema
+            .index_on(ASSIGNMENT, "state")
+            .map(|index| format!(" FORCE INDEX (`{}`)", index.replace('`', "")))
+            .unwrap_or_default();
         let sql = format!(
-            "SELECT {ROW_COLUMNS} FROM {ASSIGNMENT} WHERE {filter}{after_clause} \
-             ORDER BY uuid LIMIT {limit}"
+            "SELECT {ROW_COLUMNS} FROM {ASSIGNMENT}{hint} WHERE {filter}{after_clause} \
+             ORDER BY {ASSIGNMENT}.uuid LIMIT {limit}"
         );
         // The cursor is the last row read, whether or not it was kept; a short page ends the
         // scan.
@@ -683,12 +711,12 @@ impl AssignmentStore for EnterpriseAccessStore {
         &self,
         writes: &[ExpiryWrite],
         now: DateTime<Utc>,
-        outbox: bool,
+        notify: Notify,
     ) -> Result<Written> {
         if writes.is_empty() {
             return Ok(Written::default());
         }
-        if outbox && !self.has_outbox {
+        if notify == Notify::Outbox && !self.has_outbox {
             return Err(StoreError::InvalidArgument(format!(
                 "notifications: outbox needs the {OUTBOX} table: run `expire-assignments migrate`"
             )));
@@ -795,16 +823,84 @@ impl AssignmentStore for EnterpriseAccessStore {
                 .bind::<Text, _>(&now_sql)
                 .execute(&mut *tx)
                 .await?;
-                if outbox {
-                    done.queued = self
-                        .queue(tx, &kept, &locked, &credit_requests, &now_sql)
-                        .await?;
+                let notices = self.notices(&kept, &locked, &credit_requests)?;
+                match notify {
+                    Notify::Nothing => {}
+                    Notify::Outbox => done.queued = self.queue(tx, &notices, &now_sql).await?,
+                    Notify::Return => done.notices = notices,
                 }
                 done.written = kept.iter().map(|w| w.key.0.clone()).collect();
                 Ok(done)
             })
             .await?;
         Ok(written)
+    }
+
+    async fn record_email(
+        &self,
+        notice: &Notice,
+        action_uuid: &str,
+        outcome: &EmailOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let assignment_uuid = notice.assignment_uuid.as_str();
+        let now_sql = sql_time(now);
+        let reason = serde_json::to_value(notice.reason)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let metadata = serde_json::json!({ "expiration_reason": reason }).to_string();
+        let (completed, error, traceback) = match outcome {
+            EmailOutcome::Delivered => (Some(now_sql.clone()), None, None),
+            EmailOutcome::Failed(why) => (None, Some("email_error"), Some(why.clone())),
+        };
+        let action = self.schema.encode(ACTION, "uuid", action_uuid)?;
+        let assignment = self
+            .schema
+            .encode(ACTION, "assignment_id", assignment_uuid)?;
+        let history_action = self.schema.encode(ACTION_HISTORY, "uuid", action_uuid)?;
+        let history_assignment =
+            self.schema
+                .encode(ACTION_HISTORY, "assignment_id", assignment_uuid)?;
+        let mut conn = self.conn().await?;
+        conn.transaction(async |tx| -> Result<()> {
+            for (table, id, parent, history) in [
+                (ACTION, &action, &assignment, false),
+                (ACTION_HISTORY, &history_action, &history_assignment, true),
+            ] {
+                let with_metadata = self.schema.has_column(table, "metadata");
+                let mut extra = String::new();
+                let mut extra_values = String::new();
+                if with_metadata {
+                    extra.push_str(", metadata");
+                    extra_values.push_str(", ?");
+                }
+                if history {
+                    extra.push_str(", history_date, history_type");
+                    extra_values.push_str(", ?, '+'");
+                }
+                let mut q = diesel::sql_query(format!(
+                    "INSERT INTO {table} (created, modified, uuid, action_type, completed_at, \
+                     error_reason, traceback, assignment_id{extra}) \
+                     VALUES (?, ?, '{id}', 'expired', ?, ?, ?, '{parent}'{extra_values})"
+                ))
+                .into_boxed::<diesel::mysql::Mysql>()
+                .bind::<Text, _>(now_sql.clone())
+                .bind::<Text, _>(now_sql.clone())
+                .bind::<Nullable<Text>, _>(completed.clone())
+                .bind::<Nullable<Text>, _>(error)
+                .bind::<Nullable<Text>, _>(traceback.clone());
+                if with_metadata {
+                    q = q.bind::<Text, _>(metadata.clone());
+                }
+                if history {
+                    q = q.bind::<Text, _>(now_sql.clone());
+                }
+                q.execute(&mut *tx).await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn write_scrubs(&self, writes: &[ScrubWrite], now: DateTime<Utc>) -> Result<Written> {
@@ -864,7 +960,7 @@ impl AssignmentStore for EnterpriseAccessStore {
         let mut conn = self.conn().await?;
         // Case-insensitive collations (checked at detect) make `=` match any case.
         let mut q = diesel::sql_query(format!(
-            "SELECT {ROW_COLUMNS} FROM {ASSIGNMENT} WHERE learner_email = ?{} ORDER BY uuid",
+            "SELECT {ROW_COLUMNS} FROM {ASSIGNMENT} WHERE learner_email = ?{} ORDER BY {ASSIGNMENT}.uuid",
             if lms_user_id.is_some() {
                 " OR lms_user_id = ?"
             } else {
@@ -914,34 +1010,52 @@ impl AssignmentStore for EnterpriseAccessStore {
 struct AssignmentStateKey(&'static str);
 
 impl EnterpriseAccessStore {
-    /// One outbox row per kept expiry, with the email and user id as of expiry.
-    async fn queue(
+    /// The email of each kept expiry, with the email and user id as of expiry.
+    fn notices(
         &self,
-        tx: &mut AsyncMysqlConnection,
         kept: &[&ExpiryWrite],
         locked: &HashMap<String, LockedSql>,
         credit_requests: &HashMap<String, String>,
-        now: &str,
-    ) -> Result<u64> {
-        let mut queued = 0;
+    ) -> Result<Vec<Notice>> {
+        let configurations = self
+            .configurations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut notices = Vec::with_capacity(kept.len());
         for w in kept {
             let Some(l) = locked.get(&w.key.0) else {
                 continue;
             };
             let customer = match &l.configuration {
-                Some(c) => {
-                    let c = hyphenated(c)?;
-                    self.configurations
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&c)
-                        .and_then(|c| c.policy.as_ref())
-                        .map(|p| p.enterprise_customer_uuid.clone())
-                }
+                Some(c) => configurations
+                    .get(&hyphenated(c)?)
+                    .and_then(|c| c.policy.as_ref())
+                    .map(|p| p.enterprise_customer_uuid.clone()),
                 None => None,
             };
-            let credit_request = credit_requests.get(&w.key.0).cloned();
-            let (kind, campaign) = match &credit_request {
+            notices.push(Notice {
+                assignment_uuid: w.key.0.clone(),
+                credit_request_uuid: credit_requests.get(&w.key.0).cloned(),
+                learner_email: l.learner_email.clone(),
+                lms_user_id: l.lms_user_id,
+                enterprise_customer_uuid: customer,
+                content_title: l.content_title.clone(),
+                reason: w.reason,
+            });
+        }
+        Ok(notices)
+    }
+
+    /// One outbox row per notice.
+    async fn queue(
+        &self,
+        tx: &mut AsyncMysqlConnection,
+        notices: &[Notice],
+        now: &str,
+    ) -> Result<u64> {
+        let mut queued = 0;
+        for n in notices {
+            let (kind, campaign) = match &n.credit_request_uuid {
                 Some(_) => (
                     "bnr",
                     "BRAZE_LEARNER_CREDIT_BNR_AUTOMATIC_EXPIRATION_NOTIFICATION_CAMPAIGN",
@@ -951,7 +1065,7 @@ impl EnterpriseAccessStore {
                     "BRAZE_ASSIGNMENT_AUTOMATIC_CANCELLATION_NOTIFICATION_CAMPAIGN",
                 ),
             };
-            let reason = serde_json::to_value(w.reason)
+            let reason = serde_json::to_value(n.reason)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
@@ -961,15 +1075,15 @@ impl EnterpriseAccessStore {
                  content_title, reason, expired_at, created) \
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ))
-            .bind::<Text, _>(format!("{}@{now}", w.key.0))
+            .bind::<Text, _>(format!("{}@{now}", n.assignment_uuid))
             .bind::<Text, _>(kind)
             .bind::<Text, _>(campaign)
-            .bind::<Text, _>(&w.key.0)
-            .bind::<Nullable<Text>, _>(credit_request)
-            .bind::<Text, _>(&l.learner_email)
-            .bind::<Nullable<BigInt>, _>(l.lms_user_id)
-            .bind::<Nullable<Text>, _>(customer)
-            .bind::<Nullable<Text>, _>(&l.content_title)
+            .bind::<Text, _>(&n.assignment_uuid)
+            .bind::<Nullable<Text>, _>(&n.credit_request_uuid)
+            .bind::<Text, _>(&n.learner_email)
+            .bind::<Nullable<BigInt>, _>(n.lms_user_id)
+            .bind::<Nullable<Text>, _>(&n.enterprise_customer_uuid)
+            .bind::<Nullable<Text>, _>(&n.content_title)
             .bind::<Text, _>(reason)
             .bind::<Text, _>(now)
             .bind::<Text, _>(now)

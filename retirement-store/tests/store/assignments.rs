@@ -94,7 +94,10 @@ async fn expire_all(
         }
         passed.expired += writes.len() as u64;
         if !dry_run {
-            let written = store.write_expiries(&writes, now, false).await.unwrap();
+            let written = store
+                .write_expiries(&writes, now, retirement_store::Notify::Nothing)
+                .await
+                .unwrap();
             assert_eq!(written.written.len(), writes.len());
         }
         match page.next {
