@@ -47,11 +47,13 @@ fn workload() -> Vec<(Assignment, Context)> {
                 enrollment: Enrollment::Metadata(Some(ContentMetadata {
                     normalized_metadata: Some(RunMetadata {
                         enroll_by_date: Some(deadline.clone()),
+                        end_date: None,
                     }),
                     normalized_metadata_by_run: [(
                         run,
                         RunMetadata {
                             enroll_by_date: Some(deadline),
+                            end_date: None,
                         },
                     )]
                     .into_iter()

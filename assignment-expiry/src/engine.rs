@@ -141,9 +141,9 @@ impl Candidates {
         }
     }
 
-    /// The candidates in the policy's tie order, with their reasons. The course-run-ended
-    /// date (edx-2026) comes last: the amendment appends a fourth candidate to upstream's list,
-    /// whose stable sort breaks ties by list order.
+    /// The candidates in the policy's tie order, with their reasons. The edx fork's amendment
+    /// puts the course-run-ended date (edx-2026) before the 90 days in upstream's list, whose
+    /// stable sort breaks ties by list order.
     fn ordered(&self, combination: Combination) -> [(Option<DateTime<Utc>>, Reason); 4] {
         let ninety = (Some(self.ninety_days), Reason::NinetyDaysPassed);
         let enrollment = (self.enrollment, Reason::EnrollmentDatePassed);
@@ -151,7 +151,7 @@ impl Candidates {
         let ended = (self.course_run_ended, Reason::CourseRunEnded);
         match combination {
             Combination::FirstMatch => [ninety, enrollment, subsidy, ended],
-            Combination::Earliest => [subsidy, enrollment, ninety, ended],
+            Combination::Earliest => [subsidy, enrollment, ended, ninety],
         }
     }
 
@@ -430,9 +430,7 @@ pub fn pii_job_decision_for(
     }
     let mut warnings = Vec::new();
     if policy.scrub == ScrubTiming::ByPiiJobRecordedReason {
-        let recorded = assignment
-            .last_successful(ActionType::Expired)
-            .and_then(|a| a.reason);
+        let recorded = assignment.recorded_expiry_reason();
         let reason = match recorded {
             Some(reason) => reason,
             // Rows expired before reasons were recorded: recomputed as they were evaluated

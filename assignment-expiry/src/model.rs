@@ -87,8 +87,10 @@ pub struct AssignmentAction {
     /// Why it failed; `None` means it succeeded.
     #[serde(default)]
     pub error_reason: Option<ErrorReason>,
-    /// On an `expired` action: why the assignment expired, as recorded at expiry (the edx-2026
-    /// policy's PII job reads it instead of recomputing); `None` on older rows.
+    /// Set on the `expired` action the expiry job itself records (the edx fork's
+    /// `source='scheduled_job'` row, `metadata.expiration_reason`): why the assignment expired,
+    /// which the edx-2026 PII job reads instead of recomputing. Such an action records the
+    /// expiry, not a delivered email. `None` on every other action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<Reason>,
 }
@@ -154,12 +156,27 @@ impl fmt::Debug for Assignment {
 }
 
 impl Assignment {
-    /// The latest successful action of `kind`, by `completed_at`.
+    /// The latest successful action of `kind`, by `completed_at` (expiry records, which carry
+    /// a reason, are not deliveries and are left out).
     pub fn last_successful(&self, kind: ActionType) -> Option<&AssignmentAction> {
         self.actions
             .iter()
-            .filter(|a| a.action_type == kind && a.succeeded() && a.completed_at.is_some())
+            .filter(|a| {
+                a.action_type == kind
+                    && a.succeeded()
+                    && a.completed_at.is_some()
+                    && a.reason.is_none()
+            })
             .max_by_key(|a| a.completed_at)
+    }
+
+    /// The reason recorded at expiry (the latest expiry record's), if any.
+    pub fn recorded_expiry_reason(&self) -> Option<Reason> {
+        self.actions
+            .iter()
+            .filter(|a| a.action_type == ActionType::Expired && a.reason.is_some())
+            .max_by_key(|a| a.completed_at)
+            .and_then(|a| a.reason)
     }
 }
 

@@ -755,10 +755,11 @@ fn edx_2026_expires_when_every_run_has_ended() {
         "{:?}",
         d.warnings
     );
-    // A tie with the 90-day date goes to the 90 days (the fourth candidate comes last).
+    // A tie with the 90-day date goes to the course run (it comes first in the amendment's
+    // list); a tie with the enrollment deadline goes to the deadline.
     let tie = context(ended(&[("r1", Some(day(90)))]));
     let d = evaluate(&base(), &tie, &policy, day(90));
-    assert_eq!(d.expiry().map(|e| e.reason), Some(Reason::NinetyDaysPassed));
+    assert_eq!(d.expiry().map(|e| e.reason), Some(Reason::CourseRunEnded));
     // The current policy ignores run end dates.
     assert!(!evaluate(&base(), &both, &Policy::named(PolicyKind::Current), day(40)).expires());
 }
@@ -766,14 +767,23 @@ fn edx_2026_expires_when_every_run_has_ended() {
 #[test]
 fn edx_2026_pii_job_reads_the_recorded_reason() {
     let policy = Policy::named(PolicyKind::Edx2026);
+    // The expiry record (carrying the reason) and the delivered email, two actions.
     let delivered = |reason: Option<Reason>| {
         let mut a = expired("learner@example.com");
-        a.actions = vec![AssignmentAction {
-            reason,
-            ..action(ActionType::Expired, day(91), None)
-        }];
+        if reason.is_some() {
+            a.actions.push(AssignmentAction {
+                reason,
+                ..action(ActionType::Expired, day(89), None)
+            });
+        }
         a
     };
+    // An expiry record alone is not a delivered email.
+    let mut undelivered = expired("learner@example.com");
+    undelivered.actions = vec![AssignmentAction {
+        reason: Some(Reason::CourseRunEnded),
+        ..action(ActionType::Expired, day(89), None)
+    }];
     let mut nonce = || 9u64;
     let runs_ended = Context {
         enrollment: ended(&[("r1", Some(day(40)))]),
@@ -795,6 +805,8 @@ fn edx_2026_pii_job_reads_the_recorded_reason() {
         assert_eq!(d.tombstone.is_some(), scrub, "{recorded:?}");
     }
     // No recorded reason: recomputed as before the amendment, without the run end date.
+    let d = pii_job_decision(&undelivered, &runs_ended, &policy, day(200), &mut nonce);
+    assert_eq!(d.skipped_because, Some("expiration email not delivered"));
     let d = pii_job_decision(&delivered(None), &runs_ended, &policy, day(200), &mut nonce);
     assert!(d.tombstone.is_some(), "the 90-day reason, recomputed");
     let subsidy_first = Context {

@@ -123,8 +123,11 @@ pub struct ExpiryWrite {
     pub tombstone: Option<String>,
     /// Whether the linked credit request moves to `expired` too.
     pub expire_credit_request: bool,
-    /// Why (recorded in the outbox, not in upstream's tables).
+    /// Why (in the outbox and the notice; upstream's tables keep it only as below).
     pub reason: assignment_expiry::Reason,
+    /// Record the reason on an `expired` action of its own with this uuid (edx-2026, where the
+    /// schema has the edx fork's action `metadata`).
+    pub record_reason_as: Option<String>,
 }
 
 /// One scrub to write: the row's email, on the row and everywhere its history kept it.

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 mod bad_input;
+mod enterprise;
 mod retire;
 
 /// The URL of a database server for tests, from `var`. Without it: under CI=true the test

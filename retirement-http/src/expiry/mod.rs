@@ -362,6 +362,9 @@ pub async fn expire(
                         tombstone,
                         expire_credit_request: expiry.expire_credit_request,
                         reason: expiry.reason,
+                        record_reason_as: (options.policy.scrub
+                            == assignment_expiry::ScrubTiming::ByPiiJobRecordedReason)
+                            .then(|| v4(nonce)),
                     });
                 }
             }

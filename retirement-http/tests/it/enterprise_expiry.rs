@@ -844,7 +844,7 @@ async fn catalog_requests_carry_at_most_100_keys_and_each_key_is_asked_once_per_
         let keys: Vec<&str> = call
             .path
             .split('&')
-            .filter_map(|p| p.split('?').last())
+            .filter_map(|p| p.split('?').next_back())
             .filter_map(|p| p.strip_prefix("content_keys="))
             .collect();
         assert!(keys.len() <= 100, "{} keys in one request", keys.len());
@@ -900,6 +900,7 @@ async fn a_row_changed_between_read_and_write_is_left_for_the_next_run() {
             tombstone: None,
             expire_credit_request: false,
             reason: Reason::NinetyDaysPassed,
+            record_reason_as: None,
         })
         .collect();
     let done = w
@@ -955,10 +956,10 @@ async fn outbox_rows_are_queued_with_the_expiry_and_an_unknown_schema_is_refused
         .unwrap();
     assert_eq!((summary.expired, summary.emails_queued), (1, 1));
     let queued = w
-        .lines(&format!(
+        .lines(
             "SELECT CONCAT_WS('|', kind, campaign_setting, assignment_uuid, learner_email, lms_user_id, enterprise_customer_uuid, reason) AS line \
              FROM learner_retirement_expiry_outbox"
-        ))
+        )
         .await;
     assert_eq!(
         queued,
@@ -1197,8 +1198,10 @@ async fn edx_2026_expires_ended_courses_and_its_pii_job_reads_the_recorded_reaso
     };
     // The edx fork's action audit field: the expiry's reason is recorded there.
     w.exec(
-        "ALTER TABLE content_assignments_learnercontentassignmentaction ADD COLUMN metadata longtext NULL; \
-         ALTER TABLE content_assignments_historicallearnercontentassignmentaction ADD COLUMN metadata longtext NULL",
+        "ALTER TABLE content_assignments_learnercontentassignmentaction ADD COLUMN metadata longtext NOT NULL, \
+           ADD COLUMN source varchar(64) NULL, ADD COLUMN actor_type varchar(32) NULL; \
+         ALTER TABLE content_assignments_historicallearnercontentassignmentaction ADD COLUMN metadata longtext NOT NULL, \
+           ADD COLUMN source varchar(64) NULL, ADD COLUMN actor_type varchar(32) NULL",
     )
     .await;
     let store = EnterpriseAccessStore::open(w.sql.clone()).await.unwrap();
@@ -1273,10 +1276,11 @@ async fn edx_2026_expires_ended_courses_and_its_pii_job_reads_the_recorded_reaso
     );
     assert_eq!(summary.emails_sent, 2);
     let recorded = w
-        .lines(&format!(
+        .lines(
             "SELECT CONCAT_WS('|', CAST(assignment_id AS CHAR), JSON_VALUE(metadata, '$.expiration_reason')) AS line \
-             FROM content_assignments_learnercontentassignmentaction ORDER BY assignment_id"
-        ))
+             FROM content_assignments_learnercontentassignmentaction \
+             WHERE source = 'scheduled_job' AND actor_type = 'system' ORDER BY assignment_id"
+        )
         .await;
     assert_eq!(
         recorded,
@@ -1303,6 +1307,56 @@ async fn edx_2026_expires_ended_courses_and_its_pii_job_reads_the_recorded_reaso
             format!("{HISTORY}.learner_email"),
             format!("{LIVE}.learner_email")
         ]
+    );
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn re_allocation_restarts_each_policy_s_clock_its_own_way() {
+    let Some(w) = World::new(false).await else {
+        return;
+    };
+    w.fake
+        .add_catalog_record(CATALOG, course("edX+Course", "2027-06-01T00:00:00Z", &[]));
+    let c = w.configuration(1, true, CATALOG, SUBSIDY).await;
+    let (renotified, silent) = (uuid(1), uuid(2));
+    // Both expired once and were allocated again 10 days ago (upstream's re-allocation resets
+    // allocated_at); only the first was notified again.
+    for (u, email, key) in [
+        (&renotified, "again@example.com", "edX+A"),
+        (&silent, "silent@example.com", "edX+B"),
+    ] {
+        w.assignment(&Row {
+            content_key: key,
+            ..row(u, &c, email, 10)
+        })
+        .await;
+        w.exec(&format!(
+            "UPDATE {LIVE} SET created = '{}' WHERE uuid = '{u}'",
+            sql_time(days_ago(300))
+        ))
+        .await;
+    }
+    w.action(&renotified, 1, "notified", days_ago(200), None)
+        .await;
+    w.action(&renotified, 2, "notified", days_ago(10), None)
+        .await;
+    w.action(&silent, 3, "notified", days_ago(200), None).await;
+    let mut dry = w.options(PolicyKind::Current);
+    dry.dry_run = true;
+    let current = w.expire(&dry).await;
+    assert_eq!(
+        (current.expired, current.kept),
+        (0, 2),
+        "allocated_at is the current anchor"
+    );
+    let mut adr = w.options(PolicyKind::Adr0016);
+    adr.dry_run = true;
+    let summary = w.expire(&adr).await;
+    assert_eq!(
+        (summary.expired, summary.kept),
+        (1, 1),
+        "ADR 0016 anchors on the latest notification: only the silent one is past 90 days"
     );
     w.finish().await;
 }

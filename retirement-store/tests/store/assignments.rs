@@ -88,6 +88,7 @@ async fn expire_all(
                     tombstone,
                     expire_credit_request: expiry.expire_credit_request,
                     reason: expiry.reason,
+                    record_reason_as: None,
                 });
             }
             on_decision(&decision);
