@@ -353,9 +353,10 @@ pub fn evaluate(
 }
 
 impl Policy {
-    /// Whether this policy knows Browse & Request credit requests (the ADR era predates them).
+    /// Whether this policy knows Browse & Request credit requests (the ADR era, whose expiry
+    /// cancels, predates them: its rows get the regular email and their requests stay).
     fn kind_links_credit_requests(&self) -> bool {
-        self.enrollment_source == EnrollmentSource::Strategies
+        self.expired_state == AssignmentState::Expired
     }
 }
 

@@ -315,9 +315,12 @@ pub enum Tombstone {
 /// Where the enrollment deadline is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EnrollmentSource {
-    /// `normalized_metadata.enroll_by_date` only (ADR 0016 era).
+    /// `normalized_metadata.enroll_by_date` only: what the ADR 0016 era's code read, before
+    /// assignments had a preferred run. No named policy uses it: the ADR's "inferred enrollment
+    /// deadline for the assigned course" is the preferred run's.
     AdvertisedRun,
-    /// Preferred run, advertised run for legacy rows, credit-request strategy (current).
+    /// The inferred deadline: the preferred run's, the advertised run's for legacy rows, and
+    /// the credit-request strategy (reference §2.3). Every named policy.
     Strategies,
 }
 
@@ -367,7 +370,7 @@ impl Policy {
                 stamps_expired_at: false,
                 scrub: ScrubTiming::ImmediatelyForNinetyDays,
                 tombstone: Tombstone::Fixed,
-                enrollment_source: EnrollmentSource::AdvertisedRun,
+                enrollment_source: EnrollmentSource::Strategies,
                 success_action: ActionType::AutomaticCancellation,
                 course_run_end: false,
             },

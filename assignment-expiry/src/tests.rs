@@ -297,12 +297,19 @@ fn adr_0016_acceptance_table() {
         .c(|c| c.subsidy_expiration = Some("soon".into()))
         .warns(),
         row(
-            "ADR reads the advertised run only, ignoring the preferred run",
+            "the inferred deadline is the preferred run's, not the advertised run's",
+            sec(day(30), 1),
+            None,
+        )
+        .a(|a| a.preferred_course_run_key = Some("run2".into()))
+        .c(|c| c.enrollment = metadata(Some(&fmt(day(30))), &[("run2", &fmt(day(200)))])),
+        row(
+            "the preferred run's passed deadline expires",
             sec(day(30), 1),
             Some(ENROLL),
         )
         .a(|a| a.preferred_course_run_key = Some("run2".into()))
-        .c(|c| c.enrollment = metadata(Some(&fmt(day(30))), &[("run2", &fmt(day(200)))])),
+        .c(|c| c.enrollment = metadata(Some(&fmt(day(200))), &[("run2", &fmt(day(30)))])),
         row(
             "space-separated format is accepted",
             sec(day(30), 1),

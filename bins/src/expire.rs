@@ -376,17 +376,12 @@ async fn store_command(
                 for (reason, count) in &summary.skipped {
                     out.push_str(&format!("  skipped, {reason}: {count}\n"));
                 }
-                undecided_text(
+                left_for_next_run(
                     &mut out,
                     summary.undecided,
                     &summary.undecided_configurations,
+                    summary.changed_meanwhile,
                 );
-                if summary.changed_meanwhile > 0 {
-                    out.push_str(&format!(
-                        "  changed by another writer meanwhile (next run): {}\n",
-                        summary.changed_meanwhile
-                    ));
-                }
                 out
             });
             Ok(if summary.undecided > 0 {
@@ -402,19 +397,26 @@ async fn store_command(
     }
 }
 
-fn undecided_text(
+/// The rows a run left for the next one: undecided (a service failed), or changed by another
+/// writer between read and write.
+fn left_for_next_run(
     out: &mut String,
     undecided: u64,
     why: &std::collections::BTreeMap<String, String>,
+    changed_meanwhile: u64,
 ) {
-    if undecided == 0 {
-        return;
+    if undecided > 0 {
+        out.push_str(&format!(
+            "  undecided (a service failed; left as they were): {undecided}\n"
+        ));
+        for (configuration, error) in why {
+            out.push_str(&format!("    configuration {configuration}: {error}\n"));
+        }
     }
-    out.push_str(&format!(
-        "  undecided (a service failed; left as they were): {undecided}\n"
-    ));
-    for (configuration, error) in why {
-        out.push_str(&format!("    configuration {configuration}: {error}\n"));
+    if changed_meanwhile > 0 {
+        out.push_str(&format!(
+            "  changed by another writer meanwhile (next run): {changed_meanwhile}\n"
+        ));
     }
 }
 
@@ -448,17 +450,12 @@ fn run_text(summary: &ExpirySummary) -> String {
             summary.skipped_inactive
         ));
     }
-    undecided_text(
+    left_for_next_run(
         &mut out,
         summary.undecided,
         &summary.undecided_configurations,
+        summary.changed_meanwhile,
     );
-    if summary.changed_meanwhile > 0 {
-        out.push_str(&format!(
-            "  changed by another writer meanwhile (next run): {}\n",
-            summary.changed_meanwhile
-        ));
-    }
     out
 }
 

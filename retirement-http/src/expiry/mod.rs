@@ -279,6 +279,19 @@ fn metadata_of(record: &serde_json::Value) -> ContentMetadata {
     }
 }
 
+/// Counts a row a failing service left undecided, keeping the first reason per configuration.
+fn count_undecided(
+    count: &mut u64,
+    by_configuration: &mut BTreeMap<String, String>,
+    row: &Row,
+    why: String,
+) {
+    *count += 1;
+    by_configuration
+        .entry(configuration_uuid(row))
+        .or_insert(why);
+}
+
 fn configuration_uuid(row: &Row) -> String {
     match &row.context {
         RowContext::FromServices { configuration, .. } => configuration.uuid.clone(),
@@ -330,11 +343,12 @@ pub async fn expire(
             let context = match inputs.context(row) {
                 Ok(context) => context,
                 Err(why) => {
-                    summary.undecided += 1;
-                    summary
-                        .undecided_configurations
-                        .entry(configuration_uuid(row))
-                        .or_insert(why);
+                    count_undecided(
+                        &mut summary.undecided,
+                        &mut summary.undecided_configurations,
+                        row,
+                        why,
+                    );
                     continue;
                 }
             };
@@ -448,11 +462,12 @@ pub async fn scrub_pii(
             let context = match inputs.context(row) {
                 Ok(context) => context,
                 Err(why) => {
-                    summary.undecided += 1;
-                    summary
-                        .undecided_configurations
-                        .entry(configuration_uuid(row))
-                        .or_insert(why);
+                    count_undecided(
+                        &mut summary.undecided,
+                        &mut summary.undecided_configurations,
+                        row,
+                        why,
+                    );
                     continue;
                 }
             };

@@ -316,19 +316,24 @@ impl EnterpriseAccessSchema {
         let hex = canonical_hex(uuid)?;
         match self.storage(table, column) {
             Some(UuidStorage::Hex32) => Ok(hex),
-            Some(UuidStorage::Native) => Ok(format!(
-                "{}-{}-{}-{}-{}",
-                &hex[0..8],
-                &hex[8..12],
-                &hex[12..16],
-                &hex[16..20],
-                &hex[20..32]
-            )),
+            Some(UuidStorage::Native) => Ok(hyphenate(&hex)),
             None => Err(StoreError::InvalidArgument(format!(
                 "{table}.{column} is not a UUID column of enterprise-access's schema"
             ))),
         }
     }
+}
+
+/// The hyphenated form of 32 hex digits (from [`canonical_hex`]).
+pub(crate) fn hyphenate(hex: &str) -> String {
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// 32 lower-case hex digits from a UUID with or without hyphens (either storage reads back in

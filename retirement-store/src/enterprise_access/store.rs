@@ -30,7 +30,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
 
-use super::schema::{EnterpriseAccessSchema, canonical_hex};
+use super::schema::{EnterpriseAccessSchema, canonical_hex, hyphenate};
 use crate::assignment_store::{
     AssignmentStore, Configuration, Cursor, EmailOutcome, ExpiryWrite, Notice, Notify, Page,
     PolicyLink, Row, RowContext, RowKey, Scan, ScrubWrite, Written,
@@ -98,15 +98,7 @@ fn parse_time(table: &'static str, raw: &str) -> Result<DateTime<Utc>> {
 
 /// A UUID as read back (either storage) in the hyphenated form the rest of the project uses.
 fn hyphenated(raw: &str) -> Result<String> {
-    let hex = canonical_hex(raw)?;
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
+    Ok(hyphenate(&canonical_hex(raw)?))
 }
 
 /// enterprise-access's database, recognised by [`EnterpriseAccessSchema::detect`].
