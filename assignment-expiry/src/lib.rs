@@ -1,7 +1,9 @@
 //! The pure expiration rule engine for enterprise content assignments.
 //!
 //! Enterprise content assignments that nobody acts on expire, and the learner's email is not
-//! kept longer than needed. Two policies, both defined as data ([`Policy`]):
+//! kept longer than needed. Three named policies, each defined as data ([`Policy`]); under
+//! every one the enrollment deadline is the inferred one (the preferred run's, the advertised
+//! run's for legacy rows, the credit-request rule):
 //!
 //! - **ADR 0016** ([`PolicyKind::Adr0016`], the default): the 90-day window runs from the latest
 //!   successful `notified` action (else `created`); the first condition that holds wins, in the
@@ -12,6 +14,10 @@
 //!   earliest date wins (ties: subsidy → enrollment → 90-day) and expires when `date <= now`; the
 //!   assignment becomes `expired` with `expired_at`; the email is scrubbed later by the PII job
 //!   ([`pii_job_decision`]) to a unique `retired_user<16 hex>@retired.invalid`.
+//! - **edx-2026** ([`PolicyKind::Edx2026`]): current, plus `COURSE_RUN_ENDED` once every known
+//!   run of the course has ended (ties: subsidy → enrollment → run ended → 90-day); its rows'
+//!   emails are scrubbed too, judged by the reason recorded at expiry
+//!   ([`AssignmentAction::reason`]).
 //!
 //! [`evaluate`] turns `(assignment, context, policy, now)` into a [`Decision`];
 //! [`scrub_for_retired_learner`] tombstones every assignment of a retired learner, in any state.
@@ -43,7 +49,8 @@
 //! Output, one object per input line:
 //! `{"uuid", "expire", "reason", "new_state", "scrub_pii", "tombstone",
 //! "earliest_possible_expiration": {"date", "reason"}, "warnings"}`, with states in lower case and
-//! reasons `NINETY_DAYS_PASSED`, `ENROLLMENT_DATE_PASSED`, `SUBSIDY_EXPIRED`.
+//! reasons `NINETY_DAYS_PASSED`, `ENROLLMENT_DATE_PASSED`, `SUBSIDY_EXPIRED`, `COURSE_RUN_ENDED`
+//! (edx-2026, from the runs' optional `end_date`).
 #![warn(missing_docs)]
 
 mod engine;
