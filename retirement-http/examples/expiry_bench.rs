@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use assignment_expiry::{Assignment, AssignmentState, Context, Enrollment, Policy, PolicyKind};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, AsyncPgConnection};
 use retirement_http::expiry::{self, Notifications, PassOptions};
 use retirement_store::{DieselStore, StoreOptions};
 
@@ -135,15 +134,8 @@ impl Scratch {
 }
 
 /// Runs one statement on a server over its own connection.
-async fn admin_exec(backend: &str, url: &str, sql: &str) -> Result<(), String> {
-    async fn on<C: AsyncConnection>(url: &str, sql: &str) -> Result<(), String> {
-        let mut conn = C::establish(url).await.map_err(|e| e.to_string())?;
-        conn.batch_execute(sql).await.map_err(|e| e.to_string())
-    }
-    match backend {
-        "postgres" => on::<AsyncPgConnection>(url, sql).await,
-        _ => on::<AsyncMysqlConnection>(url, sql).await,
-    }
+async fn admin_exec(_backend: &str, url: &str, sql: &str) -> Result<(), String> {
+    retirement_store::testdb::server_exec(url, sql).await
 }
 
 #[tokio::main]

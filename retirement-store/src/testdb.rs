@@ -135,3 +135,65 @@ pub async fn enterprise_access_database(hex_uuids: bool) -> Option<TestDatabase>
     }
     Some(db)
 }
+
+/// Runs one statement on a PostgreSQL or MySQL server at `url` over its own connection
+/// (creating and dropping scratch databases).
+pub async fn server_exec(url: &str, sql: &str) -> Result<(), String> {
+    let kind = if url.starts_with("postgres") {
+        BackendKind::Postgres
+    } else {
+        BackendKind::Mysql
+    };
+    admin_exec(kind, url, sql).await
+}
+
+/// The values of the one text column `line` that `select` returns, on the MySQL database at
+/// `url` (assertions over enterprise-access's tables).
+pub async fn mysql_lines(url: &str, select: &str) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        line: String,
+    }
+    use diesel_async::RunQueryDsl;
+    let mut conn = AsyncMysqlConnection::establish(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+    diesel::sql_query(select)
+        .load::<Line>(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{select}: {e}"))
+        .into_iter()
+        .map(|l| l.line)
+        .collect()
+}
+
+/// Every `table.column` of a text type, in any table of the MySQL database at `url`, holding
+/// `needle` in any case: the check that a scrubbed email is gone everywhere.
+pub async fn mysql_text_columns_containing(url: &str, needle: &str) -> Vec<String> {
+    let columns = mysql_lines(
+        url,
+        "SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME) AS line FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() \
+         AND DATA_TYPE IN ('char', 'varchar', 'text', 'mediumtext', 'longtext', 'tinytext')",
+    )
+    .await;
+    let needle = needle.to_lowercase().replace('\'', "''");
+    let mut found = Vec::new();
+    for column in columns {
+        let (table, name) = column.split_once('.').unwrap_or_default();
+        let hits = mysql_lines(
+            url,
+            &format!(
+                "SELECT CAST(COUNT(*) AS CHAR) AS line FROM `{table}` \
+                 WHERE LOWER(`{name}`) LIKE '%{needle}%'"
+            ),
+        )
+        .await;
+        if hits.first().is_some_and(|n| n != "0") {
+            found.push(column);
+        }
+    }
+    found.sort();
+    found
+}

@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use assignment_expiry::{Policy, PolicyKind, Reason};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use retirement_core::RetryPolicy;
 use retirement_http::expiry::{self, BrazeConfig, EnterpriseServices, Notifications, PassOptions};
 use retirement_http::fake::{FakeConfig, FakeEdx, Fault};
 use retirement_http::{ClientCredentials, HttpOptions, ServiceClients};
 use retirement_store::enterprise_access::EnterpriseAccessStore;
-use retirement_store::testdb::{TestDatabase, enterprise_access_database};
+use retirement_store::testdb::{
+    TestDatabase, enterprise_access_database, mysql_lines, mysql_text_columns_containing,
+};
 use retirement_store::{AssignmentStore, DieselStore, ExpiryWrite, Scan, StoreError, StoreOptions};
 
 const LIVE: &str = "content_assignments_learnercontentassignment";
@@ -187,20 +186,7 @@ impl World {
 
     /// Lines of `select` (one text column named `line`).
     async fn lines(&self, select: &str) -> Vec<String> {
-        #[derive(QueryableByName)]
-        struct Line {
-            #[diesel(sql_type = Text)]
-            line: String,
-        }
-        let url = &self.db.as_ref().unwrap().url;
-        let mut conn = AsyncMysqlConnection::establish(url).await.unwrap();
-        diesel::sql_query(select)
-            .load::<Line>(&mut conn)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|l| l.line)
-            .collect()
+        mysql_lines(&self.db.as_ref().unwrap().url, select).await
     }
 
     async fn count(&self, table: &str, filter: &str) -> i64 {
@@ -220,43 +206,7 @@ impl World {
 
     /// Every `table.column` of a text type holding `needle` (any case).
     async fn text_columns_containing(&self, needle: &str) -> Vec<String> {
-        #[derive(QueryableByName)]
-        struct Column {
-            #[diesel(sql_type = Text)]
-            t: String,
-            #[diesel(sql_type = Text)]
-            c: String,
-        }
-        #[derive(QueryableByName)]
-        struct N {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let url = &self.db.as_ref().unwrap().url;
-        let mut conn = AsyncMysqlConnection::establish(url).await.unwrap();
-        let columns: Vec<Column> = diesel::sql_query(
-            "SELECT CAST(TABLE_NAME AS CHAR) AS t, CAST(COLUMN_NAME AS CHAR) AS c FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = DATABASE() AND DATA_TYPE IN ('char', 'varchar', 'text', 'mediumtext', 'longtext', 'tinytext')",
-        )
-        .load(&mut conn)
-        .await
-        .unwrap();
-        let mut found = Vec::new();
-        for col in columns {
-            let n: Vec<N> = diesel::sql_query(format!(
-                "SELECT COUNT(*) AS n FROM `{}` WHERE LOWER(`{}`) LIKE ?",
-                col.t, col.c
-            ))
-            .bind::<Text, _>(format!("%{}%", needle.to_lowercase()))
-            .load(&mut conn)
-            .await
-            .unwrap();
-            if n[0].n > 0 {
-                found.push(format!("{}.{}", col.t, col.c));
-            }
-        }
-        found.sort();
-        found
+        mysql_text_columns_containing(&self.db.as_ref().unwrap().url, needle).await
     }
 
     fn options(&self, kind: PolicyKind) -> PassOptions {
