@@ -6,7 +6,6 @@
 //! shared with other tools must still load).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use retirement_core::{
     Stage, StateTable,
 };
 use retirement_http::GenericService;
+use retirement_http::connectors::Connector;
 use retirement_http::runtime::OutagePolicy;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -27,19 +27,13 @@ pub const DEFAULT_STORE: &str = "sqlite://retirement.db";
 
 /// Keys tubular's scripts read that this tool does not use; accepted without a warning.
 const TUBULAR_OTHER_KEYS: &[&str] = &[
-    "braze_api_key",
-    "braze_instance",
-    "amplitude_api_key",
-    "amplitude_secret_key",
     "salesforce_user",
     "salesforce_password",
     "salesforce_token",
     "salesforce_domain",
     "salesforce_assignee",
-    "segment_auth_token",
     "segment_workspace_slug",
     "segment_base_url",
-    "hubspot_api_key",
     "hubspot_aws_region",
     "hubspot_from_address",
     "hubspot_alert_email",
@@ -50,16 +44,8 @@ const TUBULAR_OTHER_KEYS: &[&str] = &[
     "denied_notification_domains",
 ];
 
-/// A secret: `Debug` and `Display` never show it.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A secret: `Debug` never shows it; in YAML a string or `{env: NAME}`.
+pub use retirement_http::Secret;
 
 /// `braze:`: where the expiration emails go with `notifications: braze`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -220,6 +206,10 @@ pub struct Config {
     pub retirement_states: Option<Vec<String>>,
     /// Operator-defined services.
     pub services: Vec<GenericService>,
+    /// The built-in third-party connectors, by service key (`connectors:`, and tubular's
+    /// `braze_api_key`/`braze_instance`, `amplitude_api_key`/`amplitude_secret_key`,
+    /// `hubspot_api_key`, `segment_auth_token`).
+    pub connectors: Vec<Connector>,
     /// The assignment expiry policy (default `adr-0016`).
     pub expiry_policy: PolicyKind,
     /// How `assignments_store` is laid out (default `own`).
@@ -268,6 +258,7 @@ impl Default for Config {
             retired_id: RetiredIdKeys::default(),
             retirement_states: None,
             services: Vec::new(),
+            connectors: Vec::new(),
             expiry_policy: PolicyKind::Adr0016,
             assignments_schema: AssignmentsSchema::Own,
             notifications: retirement_http::expiry::Notifications::None,
@@ -321,6 +312,10 @@ impl Config {
             file: file.map(Path::to_path_buf),
             ..Config::default()
         };
+        // tubular's flat vendor keys, turned into connectors unless `connectors:` names the
+        // same service.
+        let mut tubular = BTreeMap::<String, serde_json::Value>::new();
+        let mut connectors = BTreeMap::<String, serde_json::Value>::new();
         for (key, value) in map {
             let k = key.as_str();
             match k {
@@ -387,12 +382,27 @@ impl Config {
                 "outage" => config.outage = typed(k, value, &error)?,
                 "retired_id" => config.retired_id = typed(k, value, &error)?,
                 "retirement_states" => config.retirement_states = Some(typed(k, value, &error)?),
-                "services" => config.services = typed(k, value, &error)?,
+                "services" => {
+                    config.services = typed(k, value, &error)?;
+                    for service in &config.services {
+                        service.connector().map_err(|m| error(Some(k), m))?;
+                    }
+                }
+                "connectors" => connectors = typed(k, value, &error)?,
+                "braze_api_key"
+                | "braze_instance"
+                | "amplitude_api_key"
+                | "amplitude_secret_key"
+                | "hubspot_api_key"
+                | "segment_auth_token" => {
+                    tubular.insert(key, value);
+                }
                 "expiry_policy" => config.expiry_policy = typed(k, value, &error)?,
                 _ if TUBULAR_OTHER_KEYS.contains(&k) => {}
                 _ => config.unknown_keys.push(key),
             }
         }
+        config.connectors = vendor_connectors(tubular, connectors, &error)?;
         config.check(&error)?;
         Ok(config)
     }
@@ -582,7 +592,11 @@ impl Config {
                 .email_domain
                 .as_deref()
                 .unwrap_or(DEFAULT_RETIRED_EMAIL_DOMAIN),
-            self.retired_id.salts.iter().map(|s| s.0.clone()).collect(),
+            self.retired_id
+                .salts
+                .iter()
+                .map(|s| s.expose().to_owned())
+                .collect(),
         )
         .map_err(|e| e.to_string())
     }
@@ -605,6 +619,45 @@ impl Config {
     }
 }
 
+/// The built-in connectors: `connectors:` first, then tubular's flat keys for a vendor it
+/// does not name.
+fn vendor_connectors(
+    tubular: BTreeMap<String, serde_json::Value>,
+    mut settings: BTreeMap<String, serde_json::Value>,
+    error: &dyn Fn(Option<&str>, String) -> CliError,
+) -> Result<Vec<Connector>, CliError> {
+    use serde_json::json;
+    let get = |k: &str| tubular.get(k).cloned();
+    let mut fallback = |service: &str, value: serde_json::Value| {
+        settings.entry(service.to_owned()).or_insert(value);
+    };
+    if let Some(key) = get("braze_api_key") {
+        let instance = get("braze_instance")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "iad-01".into());
+        fallback(
+            "BRAZE",
+            json!({ "api_key": key, "api_url": format!("https://rest.{instance}.braze.com") }),
+        );
+    }
+    if let (Some(key), Some(secret)) = (get("amplitude_api_key"), get("amplitude_secret_key")) {
+        fallback("AMPLITUDE", json!({ "api_key": key, "secret_key": secret }));
+    }
+    if let Some(token) = get("hubspot_api_key") {
+        fallback("HUBSPOT", json!({ "access_token": token }));
+    }
+    if let Some(token) = get("segment_auth_token") {
+        fallback("SEGMENT", json!({ "token": token }));
+    }
+    settings
+        .into_iter()
+        .map(|(service, value)| {
+            retirement_http::connectors::vendors::connector(&service, value)
+                .map_err(|m| error(Some("connectors"), m))
+        })
+        .collect()
+}
+
 fn typed<T: DeserializeOwned>(
     key: &str,
     value: serde_json::Value,
@@ -612,7 +665,10 @@ fn typed<T: DeserializeOwned>(
 ) -> Result<T, CliError> {
     serde_json::from_value(value).map_err(|e| {
         // serde's messages quote the offending value; never a secret's.
-        let message = if matches!(key, "client_secret" | "retired_id") {
+        let message = if matches!(
+            key,
+            "client_secret" | "retired_id" | "connectors" | "services" | "braze"
+        ) {
             "has the wrong shape (the value is secret and not shown)".to_owned()
         } else {
             e.to_string()

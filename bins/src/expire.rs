@@ -308,7 +308,7 @@ async fn store_command(
                 })?;
                 services = services.with_braze(BrazeConfig {
                     api_url: braze.api_url.clone(),
-                    api_key: braze.api_key.0.clone(),
+                    api_key: braze.api_key.expose().to_owned(),
                     regular_campaign: braze.campaigns.regular.clone(),
                     bnr_campaign: braze.campaigns.bnr.clone(),
                     learner_portal_url: braze.learner_portal_url.clone(),

@@ -56,7 +56,10 @@ pub fn http_options(config: &Config, worker: &str) -> HttpOptions {
 /// The service clients, or `None` when the config has no `base_urls.lms` (a standalone store
 /// whose pipeline only uses generic services still needs the LMS for tokens).
 pub fn clients(config: &Config, worker: &str) -> Result<Option<Arc<ServiceClients>>, CliError> {
-    if !config.base_urls.contains_key("lms") && config.services.is_empty() {
+    if !config.base_urls.contains_key("lms")
+        && config.services.is_empty()
+        && config.connectors.is_empty()
+    {
         return Ok(None);
     }
     let client_id = config
@@ -78,11 +81,12 @@ pub fn clients(config: &Config, worker: &str) -> Result<Option<Arc<ServiceClient
         base_urls,
         ClientCredentials {
             client_id,
-            client_secret: client_secret.0,
+            client_secret: client_secret.expose().to_owned(),
         },
         config.services.clone(),
         &http_options(config, worker),
     )
+    .and_then(|clients| clients.with_connectors(config.connectors.clone()))
     .map_err(|e| config.error("base_urls", e.to_string()))?;
     Ok(Some(Arc::new(clients)))
 }

@@ -109,6 +109,13 @@ pub enum Input {
         /// What went wrong (no PII).
         message: String,
     },
+    /// A stage established its own success without an HTTP status the machine could classify:
+    /// a vendor lookup that found nothing to delete ("not found" meaning done, as the vendor
+    /// documents), or an in-process stage. `message` is the log text (no PII).
+    StepSucceeded {
+        /// What was done, for the learner's log.
+        message: String,
+    },
     /// The runtime's lease on this learner expired or was taken: stop, write nothing more.
     LeaseExpired,
     /// Time passed; a scheduled retry may be due. Spurious ticks are harmless.
@@ -123,6 +130,7 @@ impl Input {
             Input::Response { .. } => "response",
             Input::TransportError { .. } => "transport_error",
             Input::StepFailed { .. } => "step_failed",
+            Input::StepSucceeded { .. } => "step_succeeded",
             Input::LeaseExpired => "lease_expired",
             Input::Tick => "tick",
         }
@@ -567,6 +575,11 @@ impl<R: RandomSource> Machine<R> {
                         self.fail_stage(stage, what, &attempts, &message);
                     }
                 }
+                Ok(())
+            }
+            (Step::Calling { stage, .. }, Input::StepSucceeded { message }) => {
+                let text = self.logged_body(&message);
+                self.complete_stage(stage, &text);
                 Ok(())
             }
             (

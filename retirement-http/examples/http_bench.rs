@@ -95,6 +95,8 @@ fn main() {
                         original_username: &username,
                         lms_user_id: Some(n as i64),
                         retired_username: "retired__user_bench",
+                        original_email: "bench@example.com",
+                        retired_email: "retired__user_bench@retired.invalid",
                     };
                     match clients.call("LMS", "retirement_lms_retire", &learner).await {
                         Ok(CallOutcome::Response { status: 204, .. }) => {}

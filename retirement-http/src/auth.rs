@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::connectors::{OAuth2, TokenEncoding};
 use crate::error::HttpError;
 use crate::transport::Transport;
 
@@ -34,14 +35,18 @@ impl fmt::Debug for ClientCredentials {
     }
 }
 
-/// A bearer of `Authorization: JWT …`. `Debug` hides the token.
+/// An access token: `Authorization: JWT …` from the LMS, `Bearer …` from a vendor. `Debug`
+/// hides the token.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(pub(crate) String);
+pub struct AccessToken {
+    pub(crate) token: String,
+    scheme: &'static str,
+}
 
 impl AccessToken {
-    /// The header value, `JWT <token>`.
+    /// The header value, `JWT <token>` (LMS) or `Bearer <token>` (a vendor's OAuth2).
     pub fn header_value(&self) -> String {
-        format!("JWT {}", self.0)
+        format!("{} {}", self.scheme, self.token)
     }
 }
 
@@ -74,7 +79,7 @@ struct Inner {
     transport: Arc<dyn Transport>,
     timeout: Duration,
     token_url: String,
-    credentials: ClientCredentials,
+    grant: Grant,
     refresh_margin: Duration,
     cached: Mutex<Option<Cached>>,
     fetched: std::sync::atomic::AtomicU64,
@@ -84,7 +89,7 @@ impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSource")
             .field("token_url", &self.inner.token_url)
-            .field("credentials", &self.inner.credentials)
+            .field("client_id", &self.inner.grant.client_id())
             .finish()
     }
 }
@@ -118,12 +123,34 @@ impl TokenSource {
                 transport,
                 timeout,
                 token_url: token_url(lms_base)?,
-                credentials,
+                grant: Grant::Lms(credentials),
                 refresh_margin,
                 cached: Mutex::new(None),
                 fetched: Default::default(),
             }),
         })
+    }
+
+    /// A token source for a vendor's own OAuth2 client credentials (`Bearer` tokens).
+    pub fn vendor(
+        builder: reqwest::Client,
+        transport: Arc<dyn Transport>,
+        oauth: OAuth2,
+        refresh_margin: Duration,
+        timeout: Duration,
+    ) -> TokenSource {
+        TokenSource {
+            inner: Arc::new(Inner {
+                builder,
+                transport,
+                timeout,
+                token_url: oauth.token_url.clone(),
+                grant: Grant::Vendor(oauth),
+                refresh_margin,
+                cached: Mutex::new(None),
+                fetched: Default::default(),
+            }),
+        }
     }
 
     /// How many tokens were fetched so far (for tests and metrics).
@@ -158,20 +185,10 @@ impl TokenSource {
 
     async fn fetch(&self) -> Result<Cached, HttpError> {
         let started = Instant::now();
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.inner.credentials.client_id.as_str()),
-            (
-                "client_secret",
-                self.inner.credentials.client_secret.as_str(),
-            ),
-            ("token_type", "jwt"),
-        ];
         let request = self
             .inner
-            .builder
-            .post(&self.inner.token_url)
-            .form(&form)
+            .grant
+            .request(&self.inner.builder, &self.inner.token_url)
             .timeout(self.inner.timeout)
             .build()
             .map_err(|e| HttpError::Token(crate::transport::describe(&e)))?;
@@ -184,7 +201,8 @@ impl TokenSource {
         if !(200..300).contains(&answer.status) {
             return Err(HttpError::Token(format!(
                 "HTTP {} from the token endpoint for client {}",
-                answer.status, self.inner.credentials.client_id
+                answer.status,
+                self.inner.grant.client_id()
             )));
         }
         let text = answer.body.map_err(|e| HttpError::Token(e.message))?;
@@ -206,8 +224,70 @@ impl TokenSource {
         let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60));
         let refresh_at = started + lifetime.saturating_sub(self.inner.refresh_margin);
         Ok(Cached {
-            token: AccessToken(token),
+            token: AccessToken {
+                token,
+                scheme: self.inner.grant.scheme(),
+            },
             refresh_at,
         })
+    }
+}
+
+/// What a token is requested with.
+enum Grant {
+    /// The LMS: form fields with `token_type=jwt`; `Authorization: JWT`.
+    Lms(ClientCredentials),
+    /// A vendor's OAuth2 client credentials; `Authorization: Bearer`.
+    Vendor(OAuth2),
+}
+
+impl Grant {
+    fn client_id(&self) -> &str {
+        match self {
+            Grant::Lms(c) => &c.client_id,
+            Grant::Vendor(o) => &o.client_id,
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        match self {
+            Grant::Lms(_) => "JWT",
+            Grant::Vendor(_) => "Bearer",
+        }
+    }
+
+    fn request(&self, builder: &reqwest::Client, url: &str) -> reqwest::RequestBuilder {
+        match self {
+            Grant::Lms(c) => builder.post(url).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", c.client_id.as_str()),
+                ("client_secret", c.client_secret.as_str()),
+                ("token_type", "jwt"),
+            ]),
+            Grant::Vendor(o) => {
+                let mut fields: Vec<(&str, &str)> = vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", o.client_id.as_str()),
+                    ("client_secret", o.client_secret.expose()),
+                ];
+                if let Some(audience) = &o.audience {
+                    fields.push(("audience", audience));
+                }
+                if let Some(scope) = &o.scope {
+                    fields.push(("scope", scope));
+                }
+                fields.extend(o.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                match o.encoding {
+                    TokenEncoding::Form => builder.post(url).form(&fields),
+                    TokenEncoding::Json => {
+                        let map: serde_json::Map<String, serde_json::Value> = fields
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+                            .collect();
+                        builder.post(url).json(&map)
+                    }
+                }
+            }
+        }
     }
 }

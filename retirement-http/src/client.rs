@@ -13,6 +13,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::auth::{ClientCredentials, TokenSource};
 use crate::catalog::{self, GenericService, LearnerRef};
+use crate::connectors::{Check, LiveConnector};
 use crate::error::HttpError;
 use crate::transport::{Network, Transport};
 
@@ -68,6 +69,20 @@ pub enum CallOutcome {
         /// A description without secrets or PII.
         message: String,
     },
+    /// The service holds nothing for the learner (a status the connector lists as "not
+    /// found", or a lookup that found nothing): the stage is done.
+    Done {
+        /// What happened, for the learner's log (no PII).
+        message: String,
+    },
+    /// A 2xx whose content says the learner was not erased (e.g. listed in
+    /// `failed_replacements`).
+    Failed {
+        /// Whether a later attempt may succeed.
+        transient: bool,
+        /// Why (no PII).
+        message: String,
+    },
 }
 
 impl CallOutcome {
@@ -84,6 +99,8 @@ impl CallOutcome {
                 retry_after,
             },
             CallOutcome::Transport { kind, message } => Input::TransportError { kind, message },
+            CallOutcome::Done { message } => Input::StepSucceeded { message },
+            CallOutcome::Failed { transient, message } => Input::StepFailed { transient, message },
         }
     }
 }
@@ -108,10 +125,10 @@ impl Pacer {
 }
 
 /// A resolved operation: where and what to send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum Target {
-    Builtin(&'static catalog::Operation),
-    Generic(GenericService),
+    Builtin(&'static catalog::Operation, String),
+    Connector(Arc<LiveConnector>),
 }
 
 /// Every service's retirement calls.
@@ -122,7 +139,10 @@ pub struct ServiceClients {
     pub(crate) request_timeout: Duration,
     tokens: TokenSource,
     base_urls: BTreeMap<String, String>,
-    generic: Vec<GenericService>,
+    connectors: HashMap<(String, String), Arc<LiveConnector>>,
+    token_refresh_margin: Duration,
+    token_timeout: Duration,
+    max_concurrent: usize,
     limits: HashMap<String, Arc<Semaphore>>,
     pacers: HashMap<String, Arc<Pacer>>,
 }
@@ -224,25 +244,69 @@ impl ServiceClients {
             .collect();
         let max_concurrent = options.max_concurrent_per_service.max(1);
         let mut limits = HashMap::new();
-        for service in catalog::OPERATIONS
-            .iter()
-            .map(|o| o.service)
-            .chain(generic.iter().map(|g| g.service.as_str()))
-        {
+        for service in catalog::OPERATIONS.iter().map(|o| o.service) {
             limits
                 .entry(service.to_owned())
                 .or_insert_with(|| Arc::new(Semaphore::new(max_concurrent)));
         }
-        Ok(ServiceClients {
+        let connectors = generic
+            .iter()
+            .map(|g| g.connector().map_err(HttpError::InvalidService))
+            .collect::<Result<Vec<_>, _>>()?;
+        ServiceClients {
             http,
             transport: transports.calls,
             request_timeout: options.request_timeout,
             tokens,
             base_urls,
-            generic,
+            connectors: HashMap::new(),
+            token_refresh_margin: options.token_refresh_margin,
+            token_timeout: options.token_timeout,
+            max_concurrent,
             limits,
             pacers,
-        })
+        }
+        .with_connectors(connectors)
+    }
+
+    /// These clients with `connectors` added (the built-in vendors the config sets up, see
+    /// [`crate::connectors::vendors`]). A connector for a `SERVICE operation` already known
+    /// replaces it.
+    pub fn with_connectors(
+        mut self,
+        connectors: Vec<crate::connectors::Connector>,
+    ) -> Result<ServiceClients, HttpError> {
+        for connector in connectors {
+            let tokens = match &connector.auth {
+                crate::connectors::Auth::Oauth2(oauth) => Some(TokenSource::vendor(
+                    self.http.clone(),
+                    self.transport.clone(),
+                    oauth.clone(),
+                    self.token_refresh_margin,
+                    self.token_timeout,
+                )),
+                _ => None,
+            };
+            self.limits
+                .entry(connector.service.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrent)));
+            self.connectors.insert(
+                (connector.service.clone(), connector.operation.clone()),
+                Arc::new(LiveConnector { connector, tokens }),
+            );
+        }
+        Ok(self)
+    }
+
+    /// The connector serving `service operation`, if one does.
+    pub fn connector(
+        &self,
+        service: &str,
+        operation: &str,
+    ) -> Option<&crate::connectors::Connector> {
+        self.connectors
+            .get(&(service.to_owned(), operation.to_owned()))
+            .map(|live| &live.connector)
     }
 
     /// The shared token source.
@@ -272,13 +336,12 @@ impl ServiceClients {
         self.base_urls.get(key).map(String::as_str)
     }
 
-    fn resolve(&self, service: &str, operation: &str) -> Result<(Target, String), HttpError> {
-        if let Some(generic) = self
-            .generic
-            .iter()
-            .find(|g| g.service == service && g.operation == operation)
+    fn resolve(&self, service: &str, operation: &str) -> Result<Target, HttpError> {
+        if let Some(live) = self
+            .connectors
+            .get(&(service.to_owned(), operation.to_owned()))
         {
-            return Ok((Target::Generic(generic.clone()), generic.base_url.clone()));
+            return Ok(Target::Connector(live.clone()));
         }
         let op = catalog::find(service, operation).ok_or_else(|| HttpError::UnknownOperation {
             service: service.to_owned(),
@@ -291,7 +354,7 @@ impl ServiceClients {
                     service: service.to_owned(),
                     key: op.base_url_key.to_owned(),
                 })?;
-        Ok((Target::Builtin(op), base.clone()))
+        Ok(Target::Builtin(op, base.clone()))
     }
 
     /// Checks that every stage of `pipeline` resolves to an operation with a base URL: a
@@ -311,44 +374,77 @@ impl ServiceClients {
         operation: &str,
         learner: &LearnerRef<'_>,
     ) -> Result<CallOutcome, HttpError> {
-        let (target, base) = self.resolve(service, operation)?;
-        let (method, url, body) = match &target {
-            Target::Builtin(op) => {
-                let path = op.path.replace(
-                    "{user_id}",
-                    &learner
-                        .lms_user_id
-                        .map(|id| id.to_string())
-                        .unwrap_or_default(),
-                );
-                (
-                    op.method.to_owned(),
-                    catalog::join(&base, &path),
-                    catalog::body(op.body, learner),
-                )
-            }
-            Target::Generic(g) => (
-                g.method.clone(),
-                catalog::join(&base, &g.path),
-                Some(catalog::fill_template(&g.body_template, learner)),
-            ),
-        };
-        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
-            HttpError::UnknownOperation {
-                service: service.to_owned(),
-                operation: operation.to_owned(),
-            }
-        })?;
+        let target = self.resolve(service, operation)?;
         let _permit = self.permit(service).await;
         if let Some(pacer) = self.pacers.get(service) {
             pacer.wait().await;
         }
+        let outcome = match target {
+            Target::Builtin(op, base) => self.call_builtin(op, &base, learner).await?,
+            Target::Connector(live) => self.call_connector(&live, learner).await,
+        };
+        // What a service answers goes to the learner's log: never the originals.
+        Ok(match outcome {
+            CallOutcome::Response {
+                status,
+                body,
+                retry_after,
+            } => CallOutcome::Response {
+                status,
+                body: learner.redact(&body),
+                retry_after,
+            },
+            other => other,
+        })
+    }
+
+    async fn call_builtin(
+        &self,
+        op: &'static catalog::Operation,
+        base: &str,
+        learner: &LearnerRef<'_>,
+    ) -> Result<CallOutcome, HttpError> {
+        let path = op.path.replace(
+            "{user_id}",
+            &learner
+                .lms_user_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
+        );
+        let url = catalog::join(base, &path);
+        let body = catalog::body(op.body, learner);
+        let method = reqwest::Method::from_bytes(op.method.as_bytes()).map_err(|_| {
+            HttpError::UnknownOperation {
+                service: op.service.to_owned(),
+                operation: op.name.to_owned(),
+            }
+        })?;
         let mut outcome = self.send(&method, &url, body.as_ref()).await;
         if let Ok((CallOutcome::Response { status: 401, .. }, Some(token))) = &outcome {
             self.tokens.invalidate(token).await;
             outcome = self.send(&method, &url, body.as_ref()).await;
         }
         Ok(match outcome {
+            Ok((CallOutcome::Response { status, body, .. }, _))
+                if (200..300).contains(&status) && op.check != Check::Status =>
+            {
+                match catalog::check_answer(op.check, &body, learner) {
+                    Ok(()) => CallOutcome::Response {
+                        status,
+                        body,
+                        retry_after: None,
+                    },
+                    Err(why) => CallOutcome::Failed {
+                        transient: true,
+                        message: format!(
+                            "{} {}: HTTP {status}, but {why}: {}",
+                            op.service,
+                            op.name,
+                            learner.redact(&body)
+                        ),
+                    },
+                }
+            }
             Ok((result, _)) => result,
             Err(e) => CallOutcome::Transport {
                 kind: TransportErrorKind::Other,

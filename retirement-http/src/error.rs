@@ -21,6 +21,9 @@ pub enum HttpError {
         /// The operation.
         operation: String,
     },
+    /// An operator-configured service (`services:`) or connector is not usable.
+    #[error("{0}")]
+    InvalidService(String),
     /// A base URL that does not parse.
     #[error("invalid base URL for {service}: {message}")]
     BadBaseUrl {

@@ -21,6 +21,7 @@ mod auth;
 pub mod catalog;
 mod client;
 pub mod clock;
+pub mod connectors;
 mod error;
 pub mod expiry;
 #[cfg(feature = "fake")]
@@ -34,6 +35,7 @@ pub mod transport;
 pub use auth::{AccessToken, ClientCredentials, TokenSource, token_url};
 pub use catalog::{GenericService, LearnerRef};
 pub use client::{CallOutcome, HttpOptions, ServiceClients};
+pub use connectors::Secret;
 pub use error::HttpError;
 pub use lms_store::LmsStore;
 pub use retirement_core;

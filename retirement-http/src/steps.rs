@@ -110,12 +110,7 @@ impl StepCaller for Steps {
                 },
             };
         }
-        let parts = learner.parts();
-        let target = LearnerRef {
-            original_username: &learner.original().username,
-            lms_user_id: parts.lms_user_id,
-            retired_username: learner.retired_username(),
-        };
+        let target = LearnerRef::of(learner);
         match self
             .clients
             .call(&stage.service, &stage.operation, &target)

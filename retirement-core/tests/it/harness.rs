@@ -251,6 +251,7 @@ pub(crate) fn describe_input(input: &Input) -> String {
         Input::StepFailed { transient, message } => {
             format!("StepFailed transient={transient} {message:?}")
         }
+        Input::StepSucceeded { message } => format!("StepSucceeded {message:?}"),
         Input::LeaseExpired => "LeaseExpired".into(),
         Input::Tick => "Tick".into(),
     }

@@ -119,6 +119,8 @@ enum Reply {
     Connect,
     Timeout,
     ClientError,
+    /// The step says itself that it is done (a lookup that found nothing to delete).
+    Done,
 }
 
 impl Reply {
@@ -138,6 +140,9 @@ impl Reply {
                 message: "timed out".into(),
             },
             Reply::ClientError => status(400, r#"{"error": "client"}"#),
+            Reply::Done => Input::StepSucceeded {
+                message: "nothing to delete".into(),
+            },
         }
     }
 }
@@ -154,7 +159,7 @@ fn recoverable_script() -> impl Strategy<Value = Vec<Vec<Reply>>> {
     let per_stage = (
         prop::collection::vec(transient, 0..=3),
         prop::option::of(slow),
-        prop_oneof![Just(Reply::Ok), Just(Reply::Json)],
+        prop_oneof![Just(Reply::Ok), Just(Reply::Json), Just(Reply::Done)],
     )
         .prop_map(|(mut replies, slow, last)| {
             replies.extend(slow);
@@ -175,6 +180,7 @@ fn any_script() -> impl Strategy<Value = Vec<Vec<Reply>>> {
         1 => Just(Reply::Connect),
         1 => Just(Reply::Timeout),
         1 => Just(Reply::ClientError),
+        1 => Just(Reply::Done),
     ];
     prop::collection::vec(prop::collection::vec(reply, 0..14), SIX_STAGE_EXAMPLE.len())
 }

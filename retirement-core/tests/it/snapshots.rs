@@ -325,3 +325,21 @@ fn unexpected_inputs_are_refused_without_changing_state() {
         Some(Action::Call { attempt: 1, .. })
     ));
 }
+
+/// A stage that establishes its own success (a vendor lookup that found nothing, issue 15)
+/// completes with its text in the log; a later 5xx on another stage is still retried.
+#[test]
+fn a_step_that_reports_its_own_success_completes_the_stage_with_its_text() {
+    let mut sim = Sim::six_stage();
+    let outcome = run_once(&mut sim, &mut |stage, attempt| match (stage, attempt) {
+        (1, _) => Input::StepSucceeded {
+            message: "HUBSPOT: no contact with that email; nothing to delete".into(),
+        },
+        (2, 1) => status(503, "busy"),
+        _ => ok(),
+    });
+    assert_eq!(outcome, Outcome::Completed);
+    assert_eq!(sim.calls.iter().filter(|c| c.stage == 1).count(), 1);
+    assert_eq!(sim.calls.iter().filter(|c| c.stage == 2).count(), 2);
+    insta::assert_snapshot!(sim.trace_text());
+}

@@ -164,6 +164,7 @@ pub(super) async fn braze(
         return bare(401, "Invalid API key");
     }
     match path.trim_start_matches("/braze") {
+        "/users/delete" => vendors::braze_delete(&state, &json),
         "/users/export/ids" => axum::Json(
             serde_json::json!({"users": [], "invalid_user_ids": [], "message": "success"}),
         )

@@ -32,8 +32,9 @@ pub(super) async fn around_answers(
         Some(Fault {
             status: Some(status),
             body,
+            retry_after,
             ..
-        }) => bare(*status, body.clone().unwrap_or_default()),
+        }) => bare_after(*status, body.clone().unwrap_or_default(), *retry_after),
         _ => next.run(request).await,
     };
     if is_status_api(&path) {
@@ -64,8 +65,8 @@ pub(super) async fn around_answers(
 pub(super) fn is_status_api(path: &str) -> bool {
     if path.starts_with("/api/v2/enterprise-catalogs/")
         || path.starts_with("/api/v1/subsidies/")
-        || path.starts_with("/braze/")
         || path.starts_with("/enterprise/api/v1/enterprise-customer/")
+        || vendors::PREFIXES.iter().any(|p| path.starts_with(p))
     {
         // enterprise-catalog's and enterprise-subsidy's endpoints take faults the same way.
         return true;

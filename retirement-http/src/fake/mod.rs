@@ -14,6 +14,12 @@ mod in_process;
 mod lms;
 mod steps;
 mod tokens;
+mod vendors;
+
+pub use vendors::{
+    AMPLITUDE_API_KEY, AMPLITUDE_MAX_IDS, AMPLITUDE_SECRET_KEY, BRAZE_MAX_IDS, HUBSPOT_TOKEN,
+    RV_CLIENT, SEGMENT_MAX_IDS, SEGMENT_TOKEN, SFMC_CLIENT, VendorData,
+};
 
 use faults::around_answers;
 use in_process::InProcess;
@@ -58,6 +64,8 @@ pub struct Fault {
     /// Apply the fault to this share of calls only (0 < rate ≤ 1; 0 means always), drawn from
     /// the fake's seeded generator.
     pub rate: f64,
+    /// With `status`: the `Retry-After` header, in seconds (a rate limit's 429).
+    pub retry_after: Option<Duration>,
     /// The fault ends at this instant of tokio's clock (a service down for a while, then
     /// back); `None`: it lasts until cleared.
     pub until: Option<Instant>,
@@ -152,6 +160,8 @@ struct Shared {
     subsidies: HashMap<String, serde_json::Value>,
     /// The LMS's enterprise customers by uuid.
     customers: HashMap<String, serde_json::Value>,
+    /// The third-party vendors' data.
+    vendors: VendorData,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -325,6 +335,28 @@ impl FakeEdx {
                 get(enterprise::enterprise_customer),
             )
             .route("/braze/{*rest}", post(enterprise::braze))
+            .route(
+                "/amplitude/api/2/deletions/users",
+                post(vendors::amplitude_delete),
+            )
+            .route(
+                "/hubspot/crm/v3/objects/contacts/gdpr-delete",
+                post(vendors::hubspot_gdpr_delete),
+            )
+            .route("/segment/regulations", post(vendors::segment_create))
+            .route("/segment/regulations/{id}", get(vendors::segment_status))
+            .route("/sfmc/v2/token", post(vendors::vendor_token))
+            .route("/redventures/oauth/token", post(vendors::vendor_token))
+            .route("/sfmc/contacts/{*rest}", post(vendors::sfmc_rest))
+            .route(
+                "/redventures/deletion",
+                axum::routing::delete(vendors::redventures_delete),
+            )
+            .route("/lms/user_retirement/", post(vendors::jwt_stage))
+            .route(
+                "/api/certificates/v1/retire_certs_s3_for_user",
+                post(vendors::jwt_stage),
+            )
             .fallback(step)
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
@@ -491,6 +523,16 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+fn bare_after(status: u16, message: impl Into<String>, retry_after: Option<Duration>) -> Response {
+    let mut response = bare(status, message);
+    if let Some(after) = retry_after
+        && let Ok(value) = axum::http::HeaderValue::from_str(&after.as_secs().to_string())
+    {
+        response.headers_mut().insert("retry-after", value);
+    }
+    response
 }
 
 fn bare(status: u16, message: impl Into<String>) -> Response {

@@ -163,7 +163,13 @@ pub(super) async fn step(State(state): State<Arc<FakeState>>, request: Request) 
                 .clone()
                 .map(serde_json::Value::String)
                 .unwrap_or(serde_json::Value::Null);
-            return respond(&state, record, status, body);
+            let mut response = respond(&state, record, status, body);
+            if let Some(after) = fault.retry_after
+                && let Ok(value) = axum::http::HeaderValue::from_str(&after.as_secs().to_string())
+            {
+                response.headers_mut().insert("retry-after", value);
+            }
+            return response;
         }
     }
     record.status = if operation.name == "retirement_unenroll" {

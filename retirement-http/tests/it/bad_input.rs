@@ -269,6 +269,8 @@ fn step_responses_of_any_shape_are_answers_or_errors() {
                 original_username: "someone",
                 lms_user_id: Some(5),
                 retired_username: "retired__user_1",
+                original_email: "someone@example.com",
+                retired_email: "retired__user_1@retired.invalid",
             };
             hostile.runtime.block_on(async {
                 for (service, operation) in [

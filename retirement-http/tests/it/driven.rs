@@ -39,11 +39,7 @@ async fn drive(
         SplitMix64::new(1),
         now,
     );
-    let learner = LearnerRef {
-        original_username: &record.original().username,
-        lms_user_id: record.parts().lms_user_id,
-        retired_username: record.retired_username(),
-    };
+    let learner = LearnerRef::of(&record);
     loop {
         match machine
             .poll_action()

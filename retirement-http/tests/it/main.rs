@@ -32,6 +32,8 @@ fn learner() -> LearnerRef<'static> {
         original_username: "Original.Learner",
         lms_user_id: Some(5213599),
         retired_username: "retired__user_88ad",
+        original_email: "orig@foo.invalid",
+        retired_email: "retired__user_d089@retired.invalid",
     }
 }
 
@@ -447,7 +449,7 @@ proptest! {
     /// Whatever the learner, bodies carry the original username, never the retired one.
     #[test]
     fn bodies_carry_the_original_username(original in "\\PC{1,40}", retired in "retired__user_[0-9a-f]{40}", id in proptest::option::of(1i64..i64::MAX)) {
-        let learner = LearnerRef { original_username: &original, lms_user_id: id, retired_username: &retired };
+        let learner = LearnerRef { original_username: &original, lms_user_id: id, retired_username: &retired, original_email: "e@example.com", retired_email: "r@retired.invalid" };
         for op in OPERATIONS {
             let Some(body) = catalog::body(op.body, &learner) else { continue };
             let text = serde_json::to_string(&body).unwrap();
