@@ -28,6 +28,7 @@ mod retired_id;
 mod retirement;
 mod retry;
 mod state;
+mod wait;
 
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,7 @@ pub use error::CoreError;
 pub use machine::{
     Action, COMPLETE_TEXT, DriverOptions, ExitStatus, Input, Machine, OnWorkingState, Outcome,
 };
-pub use pipeline::{Pipeline, Position, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES, Stage};
+pub use pipeline::{Pipeline, Position, SIX_STAGE_EXAMPLE, SIX_STAGE_STATES, Stage, StageKind};
 pub use retired_id::{
     DEFAULT_RETIRED_EMAIL_DOMAIN, DEFAULT_RETIRED_PREFIX, RetiredIdConfig, hash as retired_hash,
 };
@@ -52,3 +53,4 @@ pub use state::{
     ABORTED, COMPLETE, DEFAULT_RETIREMENT_STATES, END_STATES, ERRORED, MAX_STATE_NAME_LEN, PENDING,
     REQUIRED_STATES, State, StateTable, SyncPlan, plan_sync,
 };
+pub use wait::{Wait, WaitingOn};

@@ -26,13 +26,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CoreError;
-use crate::pipeline::{Pipeline, Position};
+use crate::pipeline::{Pipeline, Position, StageKind};
 use crate::retirement::{Retirement, RetirementId};
 use crate::retry::{
     Attempts, RandomSource, RetryPolicy, SplitMix64, TransportErrorKind, Verdict, classify_status,
     classify_transport, reason_phrase,
 };
 use crate::state::{COMPLETE, ERRORED};
+use crate::wait::{Wait, WaitingOn};
 
 /// The response text of the final move to COMPLETE.
 pub const COMPLETE_TEXT: &str = "Learner retirement complete.";
@@ -116,6 +117,19 @@ pub enum Input {
         /// What was done, for the learner's log.
         message: String,
     },
+    /// The call of a [`StageKind::Job`] stage started the vendor's job.
+    JobStarted {
+        /// The vendor's job id.
+        job_id: String,
+    },
+    /// A poll ([`Action::PollJob`]) found the job still running. A finished job is
+    /// [`Input::StepSucceeded`]; a failed one [`Input::StepFailed`] (permanent).
+    JobRunning,
+    /// The call of a [`StageKind::Manual`] stage asked a person to finish it.
+    PersonAsked {
+        /// What the person was given (a vendor task id), if anything.
+        reference: String,
+    },
     /// The runtime's lease on this learner expired or was taken: stop, write nothing more.
     LeaseExpired,
     /// Time passed; a scheduled retry may be due. Spurious ticks are harmless.
@@ -131,6 +145,9 @@ impl Input {
             Input::TransportError { .. } => "transport_error",
             Input::StepFailed { .. } => "step_failed",
             Input::StepSucceeded { .. } => "step_succeeded",
+            Input::JobStarted { .. } => "job_started",
+            Input::JobRunning => "job_running",
+            Input::PersonAsked { .. } => "person_asked",
             Input::LeaseExpired => "lease_expired",
             Input::Tick => "tick",
         }
@@ -167,6 +184,30 @@ pub enum Action {
         /// The operation, e.g. `retirement_lms_retire`.
         operation: String,
         /// 1 for the first attempt, then 2, 3, …
+        attempt: u32,
+    },
+    /// Record `wait` beside the learner and append `note` to its log, in one write fenced by
+    /// the lease, without moving it; then answer with [`Input::StateWritten`] or
+    /// [`Input::StateWriteFailed`]. The store sets `wait.since` to the record's new `modified`.
+    Park {
+        /// What the learner waits on.
+        wait: Wait,
+        /// The log text (no PII).
+        note: String,
+    },
+    /// Poll the job `job_id` of `service.operation`, then answer with [`Input::JobRunning`],
+    /// [`Input::StepSucceeded`], [`Input::StepFailed`], [`Input::Response`] or
+    /// [`Input::TransportError`].
+    PollJob {
+        /// Zero-based stage index.
+        stage: usize,
+        /// The service key.
+        service: String,
+        /// The operation.
+        operation: String,
+        /// The vendor's job id.
+        job_id: String,
+        /// 1 for the first attempt of this poll, then 2, 3, …
         attempt: u32,
     },
     /// Feed [`Input::Tick`] at or after `at`; nothing else is due before then.
@@ -259,6 +300,16 @@ pub enum Outcome {
         /// Its state.
         state: String,
     },
+    /// The learner is parked in `state`, waiting on a vendor job or a person: release its
+    /// lease until `until` (`None`: until an operator marks the stage done).
+    Waiting {
+        /// The working state it waits in.
+        state: String,
+        /// When to claim it again.
+        until: Option<DateTime<Utc>>,
+        /// What it waits on (no learner data), e.g. `SEGMENT job reg-1`.
+        on: String,
+    },
     /// The lease was lost; nothing more was written.
     LeaseLost,
 }
@@ -270,7 +321,9 @@ impl Outcome {
         match self {
             Outcome::Completed => ExitStatus::Success,
             Outcome::AlreadyAtEnd { .. } => ExitStatus::UserAtEndState,
-            Outcome::InWorkingState { .. } | Outcome::LeaseLost => ExitStatus::UserInWorkingState,
+            Outcome::InWorkingState { .. } | Outcome::LeaseLost | Outcome::Waiting { .. } => {
+                ExitStatus::UserInWorkingState
+            }
             Outcome::Errored { .. } => ExitStatus::WhileRetiring,
             Outcome::BadLearner { .. } => ExitStatus::BadLearner,
             Outcome::UnknownState { .. } => ExitStatus::UnknownState,
@@ -303,6 +356,17 @@ impl fmt::Display for Outcome {
                 "Unknown learner retirement state for learner: retirement {retirement_id} in state {state}"
             ),
             Outcome::LeaseLost => f.write_str("Lease lost: another worker owns this learner"),
+            Outcome::Waiting { state, until, on } => match until {
+                Some(until) => write!(
+                    f,
+                    "Waiting in {state} on {on}; polled again after {}",
+                    until.to_rfc3339()
+                ),
+                None => write!(
+                    f,
+                    "Waiting in {state} for a person to finish {on}; mark it with `retire done`"
+                ),
+            },
         }
     }
 }
@@ -315,11 +379,17 @@ enum Step {
     Calling {
         stage: usize,
         attempts: Attempts,
+        /// The job being polled, for a poll; `None` for the stage's own call.
+        job: Option<String>,
     },
     Waiting {
         stage: usize,
         attempts: Attempts,
         until: DateTime<Utc>,
+        job: Option<String>,
+    },
+    Parking {
+        outcome: Outcome,
     },
     WritingComplete {
         stage: usize,
@@ -337,6 +407,7 @@ impl Step {
             Step::WritingWorking { .. } => "writing a working state",
             Step::Calling { .. } => "waiting for a call's result",
             Step::Waiting { .. } => "waiting to retry a call",
+            Step::Parking { .. } => "recording a wait",
             Step::WritingComplete { .. } => "writing a completion state",
             Step::WritingFinal => "writing COMPLETE",
             Step::WritingErrored { .. } => "writing ERRORED",
@@ -365,6 +436,20 @@ impl<R: RandomSource> Machine<R> {
         random: R,
         now: DateTime<Utc>,
     ) -> Machine<R> {
+        Machine::start_with(retirement, None, pipeline, options, random, now)
+    }
+
+    /// [`Machine::start`] for a learner with a stored [`Wait`]: a learner parked on a job is
+    /// polled (or, claimed before its next poll, parked again at once); one parked on a person
+    /// stays parked. A wait that no longer applies (the learner moved since) is ignored.
+    pub fn start_with(
+        retirement: &Retirement,
+        wait: Option<&Wait>,
+        pipeline: Arc<Pipeline>,
+        options: DriverOptions,
+        random: R,
+        now: DateTime<Utc>,
+    ) -> Machine<R> {
         let mut machine = Machine {
             pipeline,
             options,
@@ -385,13 +470,16 @@ impl<R: RandomSource> Machine<R> {
             Position::End => machine.finish(Outcome::AlreadyAtEnd {
                 state: state.to_owned(),
             }),
+            Position::Working(stage)
+                if let Some(wait) = wait.filter(|w| w.applies_to(retirement))
+                    && machine.resume_wait(stage, wait, now) => {}
             Position::Working(stage) => match machine.options.on_working_state {
                 OnWorkingState::Refuse => machine.finish(Outcome::InWorkingState {
                     state: state.to_owned(),
                 }),
                 OnWorkingState::Resume => {
                     machine.skip_before(stage);
-                    machine.call(stage, Attempts::new(now));
+                    machine.call(stage, Attempts::new(now), None);
                 }
             },
             Position::Pending => machine.begin_stage(0),
@@ -426,7 +514,60 @@ impl<R: RandomSource> Machine<R> {
                 Ok(())
             }
             (Step::WritingWorking { stage }, Input::StateWritten) => {
-                self.call(stage, Attempts::new(now));
+                self.call(stage, Attempts::new(now), None);
+                Ok(())
+            }
+            (Step::Parking { outcome }, Input::StateWritten) => {
+                self.finish(outcome);
+                Ok(())
+            }
+            (
+                Step::Parking { outcome },
+                Input::StateWriteFailed {
+                    lease_lost,
+                    message,
+                },
+            ) => {
+                if lease_lost {
+                    self.finish(Outcome::LeaseLost);
+                } else {
+                    let state = match &outcome {
+                        Outcome::Waiting { state, .. } => state.clone(),
+                        _ => String::new(),
+                    };
+                    // The job runs (or the person was asked), but nobody would know: ERRORED,
+                    // so an operator resets the learner and the stage is asked again.
+                    self.fail(state, format!("Failed to record the wait: {message}"));
+                }
+                Ok(())
+            }
+            (
+                Step::Calling {
+                    stage, job: None, ..
+                },
+                Input::JobStarted { job_id },
+            ) => {
+                self.park_on_job(stage, job_id, now);
+                Ok(())
+            }
+            (
+                Step::Calling {
+                    stage, job: None, ..
+                },
+                Input::PersonAsked { reference },
+            ) => {
+                self.park_on_person(stage, reference);
+                Ok(())
+            }
+            (
+                Step::Calling {
+                    stage,
+                    job: Some(job),
+                    ..
+                },
+                Input::JobRunning,
+            ) => {
+                self.wait_for_next_poll(stage, &job, now);
                 Ok(())
             }
             (Step::WritingComplete { stage }, Input::StateWritten) => {
@@ -483,6 +624,7 @@ impl<R: RandomSource> Machine<R> {
                 Step::Calling {
                     stage,
                     mut attempts,
+                    job,
                 },
                 Input::Response {
                     status,
@@ -513,9 +655,11 @@ impl<R: RandomSource> Machine<R> {
                             now,
                             &mut self.random,
                         );
-                        match next {
-                            Some(until) => self.wait(stage, attempts, until),
-                            None => self.fail_http(stage, &attempts, status, &body),
+                        match (next, job) {
+                            (Some(until), job) => self.wait(stage, attempts, until, job),
+                            // A poll out of retries: the job may well be fine; poll later.
+                            (None, Some(job)) => self.wait_for_next_poll(stage, &job, now),
+                            (None, None) => self.fail_http(stage, &attempts, status, &body),
                         }
                     }
                     Verdict::Fail => self.fail_http(stage, &attempts, status, &body),
@@ -526,6 +670,7 @@ impl<R: RandomSource> Machine<R> {
                 Step::Calling {
                     stage,
                     mut attempts,
+                    job,
                 },
                 Input::TransportError { kind, message },
             ) => {
@@ -537,9 +682,10 @@ impl<R: RandomSource> Machine<R> {
                     now,
                     &mut self.random,
                 );
-                match next {
-                    Some(until) => self.wait(stage, attempts, until),
-                    None => {
+                match (next, job) {
+                    (Some(until), job) => self.wait(stage, attempts, until, job),
+                    (None, Some(job)) => self.wait_for_next_poll(stage, &job, now),
+                    (None, None) => {
                         let what = format!("{} error for", transport_kind_label(kind));
                         self.fail_stage(stage, &what, &attempts, &message);
                     }
@@ -550,6 +696,7 @@ impl<R: RandomSource> Machine<R> {
                 Step::Calling {
                     stage,
                     mut attempts,
+                    job,
                 },
                 Input::StepFailed { transient, message },
             ) => {
@@ -564,9 +711,10 @@ impl<R: RandomSource> Machine<R> {
                 } else {
                     None
                 };
-                match next {
-                    Some(until) => self.wait(stage, attempts, until),
-                    None => {
+                match (next, job) {
+                    (Some(until), job) => self.wait(stage, attempts, until, job),
+                    (None, Some(job)) if transient => self.wait_for_next_poll(stage, &job, now),
+                    (None, _) => {
                         let what = if transient {
                             "Transient failure in"
                         } else {
@@ -587,16 +735,18 @@ impl<R: RandomSource> Machine<R> {
                     stage,
                     attempts,
                     until,
+                    job,
                 },
                 Input::Tick,
             ) => {
                 if now >= until {
-                    self.call(stage, attempts);
+                    self.call(stage, attempts, job);
                 } else {
                     self.step = Step::Waiting {
                         stage,
                         attempts,
                         until,
+                        job,
                     };
                 }
                 Ok(())
@@ -653,24 +803,176 @@ impl<R: RandomSource> Machine<R> {
         }
     }
 
-    fn call(&mut self, stage: usize, attempts: Attempts) {
+    fn call(&mut self, stage: usize, attempts: Attempts, job: Option<String>) {
         let s = &self.pipeline.stages()[stage];
-        self.actions.push_back(Action::Call {
-            stage,
-            service: s.service.clone(),
-            operation: s.operation.clone(),
-            attempt: attempts.made(),
+        let (service, operation, attempt) =
+            (s.service.clone(), s.operation.clone(), attempts.made());
+        self.actions.push_back(match &job {
+            None => Action::Call {
+                stage,
+                service,
+                operation,
+                attempt,
+            },
+            Some(job_id) => Action::PollJob {
+                stage,
+                service,
+                operation,
+                job_id: job_id.clone(),
+                attempt,
+            },
         });
-        self.step = Step::Calling { stage, attempts };
+        self.step = Step::Calling {
+            stage,
+            attempts,
+            job,
+        };
     }
 
-    fn wait(&mut self, stage: usize, attempts: Attempts, until: DateTime<Utc>) {
+    fn wait(
+        &mut self,
+        stage: usize,
+        attempts: Attempts,
+        until: DateTime<Utc>,
+        job: Option<String>,
+    ) {
         self.actions.push_back(Action::RetryAt { at: until });
         self.step = Step::Waiting {
             stage,
             attempts,
             until,
+            job,
         };
+    }
+
+    /// Picks up a learner's stored wait; `false` when the stage's kind does not match it (the
+    /// caller then treats the learner as any other in a working state).
+    fn resume_wait(&mut self, stage: usize, wait: &Wait, now: DateTime<Utc>) -> bool {
+        let kind = self.pipeline.stages()[stage].kind;
+        match (kind, &wait.on) {
+            (StageKind::Job { .. }, WaitingOn::Job { job_id, next_poll }) => {
+                self.skip_before(stage);
+                if now < *next_poll {
+                    self.finish(Outcome::Waiting {
+                        state: self.stage_working(stage),
+                        until: Some(*next_poll),
+                        on: format!("{} job {job_id}", wait.service),
+                    });
+                } else {
+                    self.call(stage, Attempts::new(now), Some(job_id.clone()));
+                }
+                true
+            }
+            (StageKind::Manual, WaitingOn::Person { .. }) => {
+                self.skip_before(stage);
+                self.finish(Outcome::Waiting {
+                    state: self.stage_working(stage),
+                    until: None,
+                    on: wait.service.clone(),
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn poll_every(&self, stage: usize) -> Option<Duration> {
+        match self.pipeline.stages()[stage].kind {
+            StageKind::Job { poll_every } => Some(poll_every),
+            _ => None,
+        }
+    }
+
+    fn next_poll(&self, stage: usize, now: DateTime<Utc>) -> DateTime<Utc> {
+        let every = self.poll_every(stage).unwrap_or(Duration::from_secs(3600));
+        now + chrono::Duration::from_std(every).unwrap_or(chrono::Duration::hours(1))
+    }
+
+    fn park_on_job(&mut self, stage: usize, job_id: String, now: DateTime<Utc>) {
+        let s = &self.pipeline.stages()[stage];
+        let (service, working) = (s.service.clone(), s.working_state.clone());
+        if self.poll_every(stage).is_none() {
+            let text = format!(
+                "{service} {} started a job ({job_id}), but the stage is not a job stage",
+                s.operation
+            );
+            self.fail(working, text);
+            return;
+        }
+        let next_poll = self.next_poll(stage, now);
+        let note = format!(
+            "Job started: {service} {job_id}; polled until it is terminal (next poll {})",
+            next_poll.to_rfc3339()
+        );
+        self.actions.push_back(Action::Park {
+            wait: Wait {
+                working_state: working.clone(),
+                service: service.clone(),
+                on: WaitingOn::Job {
+                    job_id: job_id.clone(),
+                    next_poll,
+                },
+                since: now,
+            },
+            note,
+        });
+        self.step = Step::Parking {
+            outcome: Outcome::Waiting {
+                state: working,
+                until: Some(next_poll),
+                on: format!("{service} job {job_id}"),
+            },
+        };
+    }
+
+    fn park_on_person(&mut self, stage: usize, reference: String) {
+        let s = &self.pipeline.stages()[stage];
+        let (service, working) = (s.service.clone(), s.working_state.clone());
+        if s.kind != StageKind::Manual {
+            let text = format!(
+                "{service} {} asked a person, but the stage is not a manual stage",
+                s.operation
+            );
+            self.fail(working, text);
+            return;
+        }
+        let note = if reference.is_empty() {
+            format!(
+                "Waiting for a person to finish {service}; mark it with `retire done --stage {working}`"
+            )
+        } else {
+            format!(
+                "Waiting for a person to finish {service} ({reference}); mark it with `retire done --stage {working}`"
+            )
+        };
+        self.actions.push_back(Action::Park {
+            wait: Wait {
+                working_state: working.clone(),
+                service: service.clone(),
+                on: WaitingOn::Person { reference },
+                since: DateTime::<Utc>::MIN_UTC,
+            },
+            note,
+        });
+        self.step = Step::Parking {
+            outcome: Outcome::Waiting {
+                state: working,
+                until: None,
+                on: service,
+            },
+        };
+    }
+
+    /// A poll found the job running (or could not reach the vendor within the budget): park
+    /// until the next poll, without writing anything.
+    fn wait_for_next_poll(&mut self, stage: usize, job: &str, now: DateTime<Utc>) {
+        let s = &self.pipeline.stages()[stage];
+        let outcome = Outcome::Waiting {
+            state: s.working_state.clone(),
+            until: Some(self.next_poll(stage, now)),
+            on: format!("{} job {job}", s.service),
+        };
+        self.finish(outcome);
     }
 
     fn complete_stage(&mut self, stage: usize, result: &str) {

@@ -78,6 +78,24 @@ pub const SIX_STAGE_EXAMPLE: &[[&str; 4]] = &[
     ],
 ];
 
+/// How a stage's work gets done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StageKind {
+    /// One call (possibly sent in a batch with other learners'): its answer ends the stage.
+    #[default]
+    Call,
+    /// The call starts a vendor job ([`crate::Input::JobStarted`]); the learner is parked and
+    /// the job polled every `poll_every` until it is terminal.
+    Job {
+        /// Between polls.
+        poll_every: std::time::Duration,
+    },
+    /// The call asks a person ([`crate::Input::PersonAsked`]); the learner is parked until an
+    /// operator marks the stage done.
+    Manual,
+}
+
 /// One stage: move to `working_state`, call `service.operation`, move to `complete_state`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stage {
@@ -93,6 +111,9 @@ pub struct Stage {
     /// this for three operations (see [`Stage::new`]); here it is a per-stage option, and the 404
     /// body is still written to the log (upstream records a bare `True`, defect D16).
     pub tolerate_404: bool,
+    /// How its work gets done (default: one call).
+    #[serde(default)]
+    pub kind: StageKind,
 }
 
 impl Stage {
@@ -115,7 +136,14 @@ impl Stage {
             service,
             operation,
             tolerate_404,
+            kind: StageKind::Call,
         }
+    }
+
+    /// The same stage done the `kind` way.
+    pub fn with_kind(mut self, kind: StageKind) -> Stage {
+        self.kind = kind;
+        self
     }
 
     /// The same stage with 404 tolerance set explicitly.

@@ -336,6 +336,22 @@ impl Retirement {
         }
     }
 
+    /// Appends a note in the current state without moving (a vendor job started, a person
+    /// asked): `from` and `to` are both the current state, `last_state` stays, `modified` moves
+    /// forward.
+    pub fn note(&mut self, text: &str, actor: Actor, now: DateTime<Utc>) -> &LogEntry {
+        self.parts.modified = self.parts.modified.max(now);
+        let state = self.parts.current_state.clone();
+        self.parts.log.push(LogEntry {
+            at: now,
+            from: Some(state.clone()),
+            to: state,
+            actor,
+            text: text.to_owned(),
+        });
+        self.parts.log.last().expect("an entry was just pushed")
+    }
+
     /// Checks that the retirement may be cancelled: only from PENDING. Cancelling deletes the
     /// record (and its ledger row), so there is nothing here to mutate.
     pub fn check_cancellable(&self) -> Result<(), CoreError> {

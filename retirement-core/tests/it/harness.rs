@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use retirement_core::{
     Action, Actor, DriverOptions, Input, Machine, OnWorkingState, OriginalIdentity, Outcome,
-    Override, Pipeline, Retirement, RetirementId, RetirementParts, SplitMix64, StateTable,
+    Override, Pipeline, Retirement, RetirementId, RetirementParts, SplitMix64, StateTable, Wait,
 };
 
 pub(crate) fn t0() -> DateTime<Utc> {
@@ -37,6 +37,14 @@ pub(crate) struct Sim {
     pub(crate) calls: Vec<CallSeen>,
     /// Every state the record was in, in order, starting with the initial one.
     pub(crate) history: Vec<String>,
+    /// The stored wait (a parked learner), as a store keeps it beside the record.
+    pub(crate) wait: Option<Wait>,
+    /// What polls of a job answer, in order; then `poll_default` (a vendor keeps saying
+    /// what it said last: a finished job stays finished).
+    pub(crate) poll_replies: std::collections::VecDeque<Input>,
+    pub(crate) poll_default: Input,
+    /// Polls made: (stage, job id, time).
+    pub(crate) polls: Vec<(usize, String, DateTime<Utc>)>,
 }
 
 impl Sim {
@@ -69,6 +77,10 @@ impl Sim {
             now: t0(),
             trace: Vec::new(),
             calls: Vec::new(),
+            wait: None,
+            poll_replies: Default::default(),
+            poll_default: Input::JobRunning,
+            polls: Vec::new(),
         }
     }
 
@@ -105,8 +117,9 @@ impl Sim {
         respond: &mut dyn FnMut(usize, u32) -> Input,
         crash_after: Option<usize>,
     ) -> RunEnd {
-        let mut machine = Machine::start(
+        let mut machine = Machine::start_with(
             &self.record,
+            self.wait.as_ref(),
             Arc::clone(&self.pipeline),
             options.clone(),
             SplitMix64::new(seed),
@@ -161,6 +174,21 @@ impl Sim {
                     assert!(at >= self.now, "retries are never scheduled in the past");
                     self.now = at;
                     Input::Tick
+                }
+                Action::Park { mut wait, note } => {
+                    self.record.note(&note, Actor::Driver, self.now);
+                    wait.since = self.record.modified();
+                    self.wait = Some(wait);
+                    Input::StateWritten
+                }
+                Action::PollJob { stage, job_id, .. } => {
+                    self.polls.push((stage, job_id, self.now));
+                    let input = self
+                        .poll_replies
+                        .pop_front()
+                        .unwrap_or_else(|| self.poll_default.clone());
+                    self.now += TimeDelta::seconds(1);
+                    input
                 }
             };
             if !matches!(input, Input::Tick) {
@@ -217,6 +245,13 @@ impl Sim {
                 ..
             } => format!("Call {service} {operation} attempt {attempt}"),
             Action::RetryAt { at } => format!("RetryAt {}", self.elapsed(*at)),
+            Action::Park { wait, note } => format!("Park {wait} {note:?}"),
+            Action::PollJob {
+                service,
+                job_id,
+                attempt,
+                ..
+            } => format!("PollJob {service} {job_id} attempt {attempt}"),
             Action::Finish(outcome) => format!(
                 "Finish exit {}: {:?}",
                 outcome.exit_status().code(),
@@ -252,6 +287,9 @@ pub(crate) fn describe_input(input: &Input) -> String {
             format!("StepFailed transient={transient} {message:?}")
         }
         Input::StepSucceeded { message } => format!("StepSucceeded {message:?}"),
+        Input::JobStarted { job_id } => format!("JobStarted {job_id}"),
+        Input::JobRunning => "JobRunning".into(),
+        Input::PersonAsked { reference } => format!("PersonAsked {reference:?}"),
         Input::LeaseExpired => "LeaseExpired".into(),
         Input::Tick => "Tick".into(),
     }

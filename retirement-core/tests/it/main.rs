@@ -4,3 +4,4 @@ mod harness;
 mod model;
 mod retired_ids;
 mod snapshots;
+mod waits;
