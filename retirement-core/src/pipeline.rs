@@ -261,6 +261,15 @@ impl Pipeline {
         (table, pipeline)
     }
 
+    /// The same pipeline with each stage's kind set by `kind_of` (what the service's adapter
+    /// does: one call, a vendor job, a person's step).
+    pub fn with_kinds(mut self, kind_of: impl Fn(&Stage) -> StageKind) -> Pipeline {
+        for stage in &mut self.stages {
+            stage.kind = kind_of(stage);
+        }
+        self
+    }
+
     /// The stages in order.
     pub fn stages(&self) -> &[Stage] {
         &self.stages

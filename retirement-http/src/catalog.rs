@@ -311,6 +311,7 @@ impl GenericService {
             kind,
             not_found: self.not_found.clone(),
             check: Check::Status,
+            batch: None,
             follows: "the operator's configuration",
         })
     }

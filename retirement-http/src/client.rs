@@ -75,6 +75,18 @@ pub enum CallOutcome {
         /// What happened, for the learner's log (no PII).
         message: String,
     },
+    /// A job stage's call started the vendor's job.
+    JobStarted {
+        /// The vendor's job id.
+        job_id: String,
+    },
+    /// A poll found the job still running.
+    JobRunning,
+    /// A manual stage's call asked a person.
+    PersonAsked {
+        /// The person's task, if the vendor names it.
+        reference: String,
+    },
     /// A 2xx whose content says the learner was not erased (e.g. listed in
     /// `failed_replacements`).
     Failed {
@@ -100,6 +112,9 @@ impl CallOutcome {
             },
             CallOutcome::Transport { kind, message } => Input::TransportError { kind, message },
             CallOutcome::Done { message } => Input::StepSucceeded { message },
+            CallOutcome::JobStarted { job_id } => Input::JobStarted { job_id },
+            CallOutcome::JobRunning => Input::JobRunning,
+            CallOutcome::PersonAsked { reference } => Input::PersonAsked { reference },
             CallOutcome::Failed { transient, message } => Input::StepFailed { transient, message },
         }
     }
@@ -292,10 +307,18 @@ impl ServiceClients {
                 .or_insert_with(|| Arc::new(Semaphore::new(self.max_concurrent)));
             self.connectors.insert(
                 (connector.service.clone(), connector.operation.clone()),
-                Arc::new(LiveConnector { connector, tokens }),
+                Arc::new(LiveConnector::new(connector, tokens)),
             );
         }
         Ok(self)
+    }
+
+    /// The kind of stage `service operation` is: a job or a manual step for connectors
+    /// that start jobs or ask people, else one call.
+    pub fn stage_kind(&self, service: &str, operation: &str) -> retirement_core::StageKind {
+        self.connector(service, operation)
+            .map(|c| c.stage_kind())
+            .unwrap_or_default()
     }
 
     /// The connector serving `service operation`, if one does.
@@ -375,27 +398,36 @@ impl ServiceClients {
         learner: &LearnerRef<'_>,
     ) -> Result<CallOutcome, HttpError> {
         let target = self.resolve(service, operation)?;
-        let _permit = self.permit(service).await;
-        if let Some(pacer) = self.pacers.get(service) {
-            pacer.wait().await;
-        }
         let outcome = match target {
-            Target::Builtin(op, base) => self.call_builtin(op, &base, learner).await?,
+            Target::Builtin(op, base) => {
+                let _permit = self.permit(service).await;
+                self.pace(service).await;
+                self.call_builtin(op, &base, learner).await?
+            }
+            // A connector takes a slot per request (a batch is one request).
             Target::Connector(live) => self.call_connector(&live, learner).await,
         };
-        // What a service answers goes to the learner's log: never the originals.
-        Ok(match outcome {
-            CallOutcome::Response {
-                status,
-                body,
-                retry_after,
-            } => CallOutcome::Response {
-                status,
-                body: learner.redact(&body),
-                retry_after,
-            },
-            other => other,
-        })
+        Ok(redacted(outcome, learner))
+    }
+
+    /// Polls the job `job_id` that `service operation` started for `learner`.
+    pub async fn poll(
+        &self,
+        service: &str,
+        operation: &str,
+        learner: &LearnerRef<'_>,
+        job_id: &str,
+    ) -> Result<CallOutcome, HttpError> {
+        match self.resolve(service, operation)? {
+            Target::Connector(live) => Ok(redacted(
+                self.poll_connector(&live, learner, job_id).await,
+                learner,
+            )),
+            Target::Builtin(..) => Ok(CallOutcome::Failed {
+                transient: false,
+                message: format!("{service} {operation} starts no jobs"),
+            }),
+        }
     }
 
     async fn call_builtin(
@@ -453,8 +485,15 @@ impl ServiceClients {
         })
     }
 
+    /// Waits for the service's pace (its `rate_limits` entry), if it has one.
+    pub(crate) async fn pace(&self, service: &str) {
+        if let Some(pacer) = self.pacers.get(service) {
+            pacer.wait().await;
+        }
+    }
+
     /// A slot of the service's concurrency limit (every resolvable service has one).
-    async fn permit(&self, service: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub(crate) async fn permit(&self, service: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.limits.get(service)?.clone().acquire_owned().await.ok()
     }
 
@@ -501,6 +540,40 @@ impl ServiceClients {
             },
         };
         Ok((outcome, Some(token)))
+    }
+}
+
+/// What a service answered, with the learner's original username and email masked: it goes
+/// to the learner's log, and a vendor may echo what it was sent.
+fn redacted(outcome: CallOutcome, learner: &LearnerRef<'_>) -> CallOutcome {
+    match outcome {
+        CallOutcome::Response {
+            status,
+            body,
+            retry_after,
+        } => CallOutcome::Response {
+            status,
+            body: learner.redact(&body),
+            retry_after,
+        },
+        CallOutcome::Transport { kind, message } => CallOutcome::Transport {
+            kind,
+            message: learner.redact(&message),
+        },
+        CallOutcome::Done { message } => CallOutcome::Done {
+            message: learner.redact(&message),
+        },
+        CallOutcome::Failed { transient, message } => CallOutcome::Failed {
+            transient,
+            message: learner.redact(&message),
+        },
+        CallOutcome::PersonAsked { reference } => CallOutcome::PersonAsked {
+            reference: learner.redact(&reference),
+        },
+        CallOutcome::JobStarted { job_id } => CallOutcome::JobStarted {
+            job_id: learner.redact(&job_id),
+        },
+        CallOutcome::JobRunning => CallOutcome::JobRunning,
     }
 }
 

@@ -42,6 +42,12 @@ impl Steps {
         }
     }
 
+    /// `pipeline` with each stage's kind as its service's adapter does it (a vendor job, a
+    /// person's step, or one call).
+    pub fn kinds(&self, pipeline: Pipeline) -> Pipeline {
+        pipeline.with_kinds(|stage| self.clients.stage_kind(&stage.service, &stage.operation))
+    }
+
     /// Checks that every stage can be performed: a config error before any learner is touched.
     pub fn check_pipeline(&self, pipeline: &Pipeline) -> Result<(), String> {
         for (index, stage) in pipeline.stages().iter().enumerate() {
@@ -117,11 +123,35 @@ impl StepCaller for Steps {
             .await
         {
             Ok(outcome) => outcome.into_input(),
-            // Configuration errors are caught by `check_pipeline`; record one as a failure.
-            Err(e) => Input::Response {
-                status: 500,
-                body: e.to_string(),
-                retry_after: None,
+            // Configuration errors are caught by `check_pipeline`: a permanent failure.
+            Err(e) => Input::StepFailed {
+                transient: false,
+                message: e.to_string(),
+            },
+        }
+    }
+
+    async fn poll(
+        &self,
+        stage: &Stage,
+        learner: &Retirement,
+        job_id: &str,
+        _now: DateTime<Utc>,
+    ) -> Input {
+        match self
+            .clients
+            .poll(
+                &stage.service,
+                &stage.operation,
+                &LearnerRef::of(learner),
+                job_id,
+            )
+            .await
+        {
+            Ok(outcome) => outcome.into_input(),
+            Err(e) => Input::StepFailed {
+                transient: false,
+                message: e.to_string(),
             },
         }
     }

@@ -8,11 +8,13 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper};
+use diesel::{
+    BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl, SelectableHelper,
+};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use retirement_core::{
     Actor, LogEntry, Override, PENDING, Retirement, RetirementId, State, StateTable, SyncPlan,
-    plan_sync,
+    Wait, plan_sync,
 };
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -26,8 +28,9 @@ use crate::retirements::{
 use crate::rows::{LogRow, NewLogRow, NewStatusRow, StateRow, StatusRow, from_micros, micros};
 use crate::schema::{
     retirement_log as log, retirement_requests as req, retirement_states as st,
-    retirement_statuses as s,
+    retirement_statuses as s, retirement_waits as wt,
 };
+use crate::waits::{WaitRow, put_wait};
 
 /// Runs `$body` with `$c` bound to a pooled connection of whichever backend the store uses.
 macro_rules! with_conn {
@@ -675,6 +678,9 @@ impl RetirementStore for DieselStore {
             diesel::delete(log::table.filter(log::retirement_id.eq(row.id)))
                 .execute(tx)
                 .await?;
+            diesel::delete(wt::table.filter(wt::retirement_id.eq(row.id)))
+                .execute(tx)
+                .await?;
             // Cancelled while PENDING: the learner may request again (upstream's signal).
             diesel::delete(req::table.filter(req::retired_username.eq(&row.retired_username)))
                 .execute(tx)
@@ -720,6 +726,9 @@ impl RetirementStore for DieselStore {
                 .execute(tx)
                 .await?;
             diesel::delete(log::table.filter(log::retirement_id.eq_any(&ids)))
+                .execute(tx)
+                .await?;
+            diesel::delete(wt::table.filter(wt::retirement_id.eq_any(&ids)))
                 .execute(tx)
                 .await?;
             diesel::delete(
@@ -777,6 +786,101 @@ impl RetirementStore for DieselStore {
                 })
             })
             .collect()
+    }
+
+    async fn park(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        wait: &Wait,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Wait> {
+        let attempt = lease.map(|l| l.attempt).unwrap_or_default();
+        in_transaction!(self, tx => {
+            let row = load_status!(tx, id);
+            check_lease(&row, lease, id, now)?;
+            if row.current_state != wait.working_state {
+                return Err(StoreError::LeaseLost { retirement_id: id, attempt });
+            }
+            let mut retirement = row.clone().into_retirement(Vec::new())?;
+            let entry = retirement.note(note, Actor::Driver, now).clone();
+            let modified = retirement.modified();
+            let updated = diesel::update(
+                s::table
+                    .filter(s::id.eq(row.id))
+                    .filter(s::attempt.eq(row.attempt))
+                    .filter(s::current_state.eq(&row.current_state)),
+            )
+            .set(s::modified.eq(micros(modified)))
+            .execute(tx)
+            .await?;
+            if updated != 1 {
+                return Err(StoreError::LeaseLost { retirement_id: id, attempt });
+            }
+            diesel::insert_into(log::table)
+                .values(NewLogRow::new(id, &entry))
+                .execute(tx)
+                .await?;
+            let stored = Wait { since: modified, ..wait.clone() };
+            put_wait!(tx, &WaitRow::new(id, &stored));
+            Ok(stored)
+        })
+    }
+
+    async fn release_until(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // `None`: parked until an operator's override clears the lease.
+        let expires = until.map(micros).unwrap_or(i64::MAX);
+        let updated = match lease {
+            Some(lease) => with_conn!(self, c => {
+                diesel::update(
+                    s::table
+                        .filter(s::id.eq(id.0))
+                        .filter(s::attempt.eq(lease.attempt))
+                        .filter(s::lease_owner.eq(&lease.owner)),
+                )
+                .set((s::lease_owner.eq(None::<String>), s::lease_expires.eq(expires)))
+                .execute(c)
+                .await?
+            }),
+            None => with_conn!(self, c => {
+                diesel::update(
+                    s::table.filter(s::id.eq(id.0)).filter(
+                        s::lease_owner
+                            .is_null()
+                            .or(s::lease_expires.is_null())
+                            .or(s::lease_expires.le(micros(now))),
+                    ),
+                )
+                .set((s::lease_owner.eq(None::<String>), s::lease_expires.eq(expires)))
+                .execute(c)
+                .await?
+            }),
+        };
+        if updated != 1 {
+            return Err(StoreError::LeaseLost {
+                retirement_id: id,
+                attempt: lease.map(|l| l.attempt).unwrap_or_default(),
+            });
+        }
+        if let Some(until) = until {
+            self.set_next_poll(id, until).await?;
+        }
+        Ok(())
+    }
+
+    async fn wait_of(&self, id: RetirementId) -> Result<Option<Wait>> {
+        self.stored_wait(id).await
+    }
+
+    async fn waits(&self) -> Result<Vec<(RetirementId, Wait)>> {
+        self.stored_waits().await
     }
 
     async fn heartbeat(&self, lease: &Lease, until: DateTime<Utc>) -> Result<Lease> {

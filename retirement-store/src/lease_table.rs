@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::{BoolExpressionMethods, ExpressionMethods, OptionalExtension, QueryDsl};
 use diesel_async::RunQueryDsl;
-use retirement_core::RetirementId;
+use retirement_core::{RetirementId, Wait};
 
 use crate::diesel_store::{DieselStore, with_conn};
 use crate::error::{Result, StoreError};
@@ -70,6 +70,19 @@ pub trait LeaseTable: Send + Sync {
     /// An operator override: ends any lease on `id` (its holder's next write is refused) and
     /// forgets the recorded state.
     async fn revoke(&self, id: RetirementId) -> Result<()>;
+
+    /// Gives the lease up until `until` (`None`: until an operator's override revokes it):
+    /// nobody acquires it before then. A parked learner (issue 15).
+    async fn release_until(&self, lease: &Lease, until: Option<DateTime<Utc>>) -> Result<()>;
+
+    /// Records a parked learner's wait (the LMS has nowhere to keep it).
+    async fn record_wait(&self, id: RetirementId, wait: &Wait) -> Result<()>;
+
+    /// The recorded wait of `id`, if any.
+    async fn wait_of(&self, id: RetirementId) -> Result<Option<Wait>>;
+
+    /// Every recorded wait.
+    async fn waits(&self) -> Result<Vec<(RetirementId, Wait)>>;
 }
 
 fn lost(lease: &Lease) -> StoreError {
@@ -254,6 +267,35 @@ impl LeaseTable for DieselStore {
             1 => Ok(()),
             _ => Err(lost(lease)),
         }
+    }
+
+    async fn release_until(&self, lease: &Lease, until: Option<DateTime<Utc>>) -> Result<()> {
+        let expires = until.map(micros).unwrap_or(i64::MAX);
+        let updated = with_conn!(self, c => {
+            diesel::update(held!(lease))
+                .set((l::owner.eq(None::<String>), l::expires.eq(expires)))
+                .execute(c)
+                .await?
+        });
+        if updated != 1 {
+            return Err(lost(lease));
+        }
+        if let Some(until) = until {
+            self.set_next_poll(lease.retirement_id, until).await?;
+        }
+        Ok(())
+    }
+
+    async fn record_wait(&self, id: RetirementId, wait: &Wait) -> Result<()> {
+        self.put_wait(id, wait).await
+    }
+
+    async fn wait_of(&self, id: RetirementId) -> Result<Option<Wait>> {
+        self.stored_wait(id).await
+    }
+
+    async fn waits(&self) -> Result<Vec<(RetirementId, Wait)>> {
+        self.stored_waits().await
     }
 
     async fn revoke(&self, id: RetirementId) -> Result<()> {

@@ -45,6 +45,7 @@ pub mod testdb;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
+mod waits;
 
 pub use assignment_store::{
     AssignmentStore, Configuration, Cursor, EmailOutcome, ExpiryWrite, Notice, Notify, Page,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use retirement_core::{
     Actor, LogEntry, OriginalIdentity, Override, PENDING, Pipeline, RetiredIdConfig, Retirement,
-    RetirementId, StateTable, SyncPlan,
+    RetirementId, StateTable, SyncPlan, Wait,
 };
 
 use crate::error::Result;
@@ -247,4 +247,35 @@ pub trait RetirementStore: Send + Sync {
 
     /// Gives a lease up (after the learner reached an end state, or on shutdown).
     async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// Parks a learner in its working state (issue 15): records `wait` and appends `note` to
+    /// its log without moving it, in one write fenced by `lease` (without one, refused while
+    /// a worker holds a live lease, as `advance`). Returns the wait as stored, whose `since`
+    /// is the record's new `modified`.
+    async fn park(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        wait: &Wait,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Wait>;
+
+    /// Gives `lease` up until `until` (`None`: until an operator moves the learner): the
+    /// learner is not claimable before then. Without a lease (`retire learner`), the same for
+    /// a learner nobody holds.
+    async fn release_until(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The stored wait of a learner, if any. It may no longer apply
+    /// ([`retirement_core::Wait::applies_to`]).
+    async fn wait_of(&self, id: RetirementId) -> Result<Option<Wait>>;
+
+    /// Every stored wait, by retirement id (some may no longer apply).
+    async fn waits(&self) -> Result<Vec<(RetirementId, Wait)>>;
 }

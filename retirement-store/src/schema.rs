@@ -115,7 +115,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retirement_waits (retirement_id) {
+        retirement_id -> BigInt,
+        working_state -> Text,
+        service -> Text,
+        kind -> Text,
+        reference -> Text,
+        next_poll -> Nullable<BigInt>,
+        since -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    retirement_waits,
     retirement_leases,
     retirement_states,
     retirement_statuses,

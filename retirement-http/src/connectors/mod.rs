@@ -182,6 +182,48 @@ pub enum Kind {
         /// The delete.
         delete: Request,
     },
+    /// An asynchronous job: `start` answers with a job id, `poll` (`{job_id}` in it) with
+    /// its status, polled every `poll_every` until it is one of `done` or `failed`.
+    Job {
+        /// Starts the job.
+        start: Request,
+        /// A JSON pointer to the job id in `start`'s answer.
+        job_id_at: String,
+        /// Reads the job's status.
+        poll: Request,
+        /// A JSON pointer to the status in `poll`'s answer.
+        status_at: String,
+        /// Statuses meaning the erasure is done.
+        done: Vec<String>,
+        /// Statuses meaning it failed for good (anything else: still running).
+        failed: Vec<String>,
+        /// Between polls.
+        poll_every: std::time::Duration,
+    },
+    /// A manual step: an optional lookup (nothing found: nothing to do), then `ask` creates
+    /// the person's task (`{found}` in it); the learner waits until an operator marks the
+    /// stage done.
+    Manual {
+        /// The lookup and where its answer names what was found.
+        lookup: Option<(Request, String)>,
+        /// Asks the person (creates a task).
+        ask: Request,
+        /// A JSON pointer to the task's id in `ask`'s answer (shown to operators).
+        reference_at: String,
+    },
+}
+
+/// Several learners in one request: the array at `list_at` of the request's JSON holds each
+/// learner's items (the template array's elements, filled per learner), at most
+/// `max_items` of them; a batch is sent when full, or `wait` after its first learner came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// A JSON pointer to the array, e.g. `/external_ids`.
+    pub list_at: String,
+    /// The vendor's limit of items per request.
+    pub max_items: usize,
+    /// How long the first learner of a batch waits for others.
+    pub wait: std::time::Duration,
 }
 
 /// A 2xx answer's meaning beyond its status.
@@ -210,8 +252,23 @@ pub struct Connector {
     pub not_found: Vec<u16>,
     /// What a 2xx must also say.
     pub check: Check,
+    /// Sends several learners per request (the call, or a job's start).
+    pub batch: Option<Batch>,
     /// The vendor documentation this connector follows, for the docs and `--help`.
     pub follows: &'static str,
+}
+
+impl Connector {
+    /// The kind of pipeline stage this connector's operation is.
+    pub fn stage_kind(&self) -> retirement_core::StageKind {
+        match &self.kind {
+            Kind::Job { poll_every, .. } => retirement_core::StageKind::Job {
+                poll_every: *poll_every,
+            },
+            Kind::Manual { .. } => retirement_core::StageKind::Manual,
+            _ => retirement_core::StageKind::Call,
+        }
+    }
 }
 
 /// A placeholder of [`Request`] templates.
@@ -231,6 +288,11 @@ pub enum Placeholder {
     RetiredEmail,
     /// `{found}`: what the lookup found (lookup-then-delete only).
     Found,
+    /// `{job_id}`: the job being polled.
+    JobId,
+    /// `{email_soql}`: the original email as a SOQL string literal's content (`'` and `\`
+    /// escaped).
+    EmailSoql,
 }
 
 impl Placeholder {
@@ -243,6 +305,8 @@ impl Placeholder {
         (Placeholder::RetiredUsername, "{retired_username}"),
         (Placeholder::RetiredEmail, "{retired_email}"),
         (Placeholder::Found, "{found}"),
+        (Placeholder::JobId, "{job_id}"),
+        (Placeholder::EmailSoql, "{email_soql}"),
     ];
 }
 
@@ -250,6 +314,7 @@ impl Placeholder {
 pub(crate) struct Values<'a> {
     pub(crate) learner: &'a LearnerRef<'a>,
     pub(crate) found: Option<&'a str>,
+    pub(crate) job: Option<&'a str>,
 }
 
 impl Values<'_> {
@@ -264,6 +329,8 @@ impl Values<'_> {
             Placeholder::RetiredUsername => l.retired_username.to_owned(),
             Placeholder::RetiredEmail => l.retired_email.to_owned(),
             Placeholder::Found => self.found.unwrap_or_default().to_owned(),
+            Placeholder::JobId => self.job.unwrap_or_default().to_owned(),
+            Placeholder::EmailSoql => l.original_email.replace('\\', "\\\\").replace('\'', "\\'"),
         }
     }
 

@@ -1,21 +1,69 @@
-//! The one adapter every [`Connector`] runs through: fill the templates, authenticate, send,
-//! and say what the answer means — a status for the core to classify (success, retry after a
-//! 429 or 5xx with its `Retry-After`, ERRORED), or "done" when the vendor holds nothing.
+//! The one adapter every [`Connector`] runs through: fill the templates, authenticate, send
+//! (alone, or in a batch with other learners), and say what the answer means — a status for
+//! the core to classify (success, retry after a 429 or 5xx with its `Retry-After`, ERRORED),
+//! "done" when the vendor holds nothing, a job started or still running, a person asked.
 
 use std::sync::Arc;
 
 use retirement_core::TransportErrorKind;
+use tokio::sync::oneshot;
 
-use super::{Auth, Connector, Kind, Request, Values, found_in};
+use super::{Auth, Batch, Connector, Kind, Request, Values, found_in};
 use crate::auth::{AccessToken, TokenSource};
 use crate::catalog::LearnerRef;
 use crate::client::{CallOutcome, ServiceClients};
 
-/// A connector with what it needs at run time (its vendor token cache).
+/// A connector with what it needs at run time: its vendor token cache and its batch queue.
 pub(crate) struct LiveConnector {
     pub(crate) connector: Connector,
     /// The vendor's OAuth2 tokens, for [`Auth::Oauth2`].
     pub(crate) tokens: Option<TokenSource>,
+    /// Learners waiting to be sent together, for a connector with a [`Batch`].
+    pub(crate) queue: std::sync::Mutex<Vec<Queued>>,
+}
+
+impl LiveConnector {
+    pub(crate) fn new(connector: Connector, tokens: Option<TokenSource>) -> LiveConnector {
+        LiveConnector {
+            connector,
+            tokens,
+            queue: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn name(&self) -> String {
+        format!("{} {}", self.connector.service, self.connector.operation)
+    }
+}
+
+/// A request with its placeholders filled.
+#[derive(Debug, Clone)]
+struct Filled {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    json: Option<serde_json::Value>,
+}
+
+fn fill(request: &Request, values: &Values<'_>) -> Filled {
+    Filled {
+        method: request.method.clone(),
+        url: values.url(&request.url),
+        headers: request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), values.text(v)))
+            .collect(),
+        json: request.json.as_ref().map(|j| values.json(j)),
+    }
+}
+
+/// One learner in a batch queue: its own filled request (whose array at `list_at` holds its
+/// items), and where its answer goes.
+pub(crate) struct Queued {
+    request: Filled,
+    items: Vec<serde_json::Value>,
+    reply: oneshot::Sender<CallOutcome>,
 }
 
 impl ServiceClients {
@@ -26,10 +74,14 @@ impl ServiceClients {
         learner: &LearnerRef<'_>,
     ) -> CallOutcome {
         let c = &live.connector;
-        let name = format!("{} {}", c.service, c.operation);
+        let name = live.name();
         let requests: Vec<&Request> = match &c.kind {
             Kind::Call { request } => vec![request],
             Kind::LookupThenDelete { lookup, delete, .. } => vec![lookup, delete],
+            Kind::Job { start, .. } => vec![start],
+            Kind::Manual { lookup, ask, .. } => {
+                lookup.iter().map(|(r, _)| r).chain([ask]).collect()
+            }
         };
         if learner.lms_user_id.is_none() && requests.iter().any(|r| super::needs_user_id(r)) {
             return CallOutcome::Failed {
@@ -40,77 +92,248 @@ impl ServiceClients {
         let plain = Values {
             learner,
             found: None,
+            job: None,
         };
         match &c.kind {
             Kind::Call { request } => {
-                let outcome = self.send_request(live, request, &plain).await;
-                self.not_found_is_done(c, &name, outcome, "")
+                let outcome = self.send_batched(live, request, &plain).await;
+                not_found_is_done(c, &name, outcome, "")
             }
             Kind::LookupThenDelete {
                 lookup,
                 found_at,
                 delete,
             } => {
-                let outcome = self.send_request(live, lookup, &plain).await;
-                let body = match outcome {
-                    CallOutcome::Response { status, body, .. } if (200..300).contains(&status) => {
-                        body
+                let found = match self.look_up(live, lookup, found_at, &plain).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => {
+                        return CallOutcome::Done {
+                            message: format!(
+                                "{name}: the lookup found nothing for this learner; nothing to delete"
+                            ),
+                        };
                     }
-                    other => return self.not_found_is_done(c, &name, other, " (lookup)"),
-                };
-                let Some(found) = found_in(&body, found_at) else {
-                    return CallOutcome::Done {
-                        message: format!(
-                            "{name}: the lookup found nothing for this learner; nothing to delete"
-                        ),
-                    };
+                    Err(outcome) => return outcome,
                 };
                 let with_found = Values {
                     learner,
                     found: Some(&found),
+                    job: None,
                 };
-                let outcome = self.send_request(live, delete, &with_found).await;
-                self.not_found_is_done(c, &name, outcome, " (delete)")
+                let outcome = self.send_request(live, &fill(delete, &with_found)).await;
+                not_found_is_done(c, &name, outcome, " (delete)")
+            }
+            Kind::Job {
+                start, job_id_at, ..
+            } => match self.send_batched(live, start, &plain).await {
+                CallOutcome::Response { status, body, .. } if (200..300).contains(&status) => {
+                    match found_in(&body, job_id_at) {
+                        Some(job_id) => CallOutcome::JobStarted { job_id },
+                        None => CallOutcome::Failed {
+                            transient: false,
+                            message: format!(
+                                "{name}: HTTP {status}, but the answer has no job id at {job_id_at}"
+                            ),
+                        },
+                    }
+                }
+                other => not_found_is_done(c, &name, other, ""),
+            },
+            Kind::Manual {
+                lookup,
+                ask,
+                reference_at,
+            } => {
+                let found = match lookup {
+                    None => None,
+                    Some((request, found_at)) => {
+                        match self.look_up(live, request, found_at, &plain).await {
+                            Ok(Some(found)) => Some(found),
+                            Ok(None) => {
+                                return CallOutcome::Done {
+                                    message: format!(
+                                        "{name}: the lookup found no record of this learner; nobody needs to act"
+                                    ),
+                                };
+                            }
+                            Err(outcome) => return outcome,
+                        }
+                    }
+                };
+                let values = Values {
+                    learner,
+                    found: found.as_deref(),
+                    job: None,
+                };
+                match self.send_request(live, &fill(ask, &values)).await {
+                    CallOutcome::Response { status, body, .. } if (200..300).contains(&status) => {
+                        CallOutcome::PersonAsked {
+                            reference: found_in(&body, reference_at)
+                                .map(|id| format!("task {id}"))
+                                .unwrap_or_default(),
+                        }
+                    }
+                    other => other,
+                }
             }
         }
     }
 
-    fn not_found_is_done(
+    /// Polls the job `job_id` of `live` for `learner`.
+    pub(crate) async fn poll_connector(
         &self,
-        c: &Connector,
-        name: &str,
-        outcome: CallOutcome,
-        which: &str,
+        live: &Arc<LiveConnector>,
+        learner: &LearnerRef<'_>,
+        job_id: &str,
     ) -> CallOutcome {
-        match outcome {
-            CallOutcome::Response { status, .. } if c.not_found.contains(&status) => {
-                CallOutcome::Done {
-                    message: format!(
-                        "{name}{which}: HTTP {status}, which the vendor documents as \"not \
-                         found\"; nothing to delete"
-                    ),
+        let name = live.name();
+        let Kind::Job {
+            poll,
+            status_at,
+            done,
+            failed,
+            ..
+        } = &live.connector.kind
+        else {
+            return CallOutcome::Failed {
+                transient: false,
+                message: format!("{name} starts no jobs"),
+            };
+        };
+        let values = Values {
+            learner,
+            found: None,
+            job: Some(job_id),
+        };
+        match self.send_request(live, &fill(poll, &values)).await {
+            CallOutcome::Response { status, body, .. } if (200..300).contains(&status) => {
+                match found_in(&body, status_at) {
+                    Some(s) if done.contains(&s) => CallOutcome::Done {
+                        message: format!("{name}: job {job_id} {s}"),
+                    },
+                    Some(s) if failed.contains(&s) => CallOutcome::Failed {
+                        transient: false,
+                        message: format!("{name}: job {job_id} ended {s}"),
+                    },
+                    _ => CallOutcome::JobRunning,
                 }
             }
             other => other,
         }
     }
 
-    /// Sends one request with the connector's auth; a 401 with a cached token (the LMS's or
-    /// the vendor's) fetches a new one and sends once more.
-    async fn send_request(
+    /// A lookup: `Ok(Some(value))` found, `Ok(None)` nothing (or a not-found status), or the
+    /// outcome to hand back (a failure the core classifies).
+    async fn look_up(
         &self,
         live: &LiveConnector,
         request: &Request,
+        found_at: &str,
+        values: &Values<'_>,
+    ) -> Result<Option<String>, CallOutcome> {
+        match self.send_request(live, &fill(request, values)).await {
+            CallOutcome::Response { status, body, .. } if (200..300).contains(&status) => {
+                Ok(found_in(&body, found_at))
+            }
+            CallOutcome::Response { status, .. } if live.connector.not_found.contains(&status) => {
+                Ok(None)
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Sends `request` for one learner, alone or (for a connector with a [`Batch`]) together
+    /// with the other learners waiting at the same stage: each gets the batch's answer.
+    async fn send_batched(
+        &self,
+        live: &Arc<LiveConnector>,
+        request: &Request,
         values: &Values<'_>,
     ) -> CallOutcome {
-        let mut outcome = self.send_once(live, request, values).await;
+        let Some(batch) = &live.connector.batch else {
+            return self.send_request(live, &fill(request, values)).await;
+        };
+        let filled = fill(request, values);
+        let items = filled
+            .json
+            .as_ref()
+            .and_then(|j| j.pointer(&batch.list_at))
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let per_batch = (batch.max_items / items.len().max(1)).max(1);
+        let (reply, answer) = oneshot::channel();
+        let full = {
+            let mut queue = live.queue.lock().unwrap_or_else(|p| p.into_inner());
+            queue.push(Queued {
+                request: filled,
+                items,
+                reply,
+            });
+            queue.len() >= per_batch
+        };
+        let mut answer = answer;
+        if full {
+            self.flush(live, batch, per_batch).await;
+        } else {
+            // Wait for others (or for whoever fills the batch); then send what is queued,
+            // unless this learner's batch is already on its way.
+            tokio::select! {
+                biased;
+                outcome = &mut answer => {
+                    return outcome.unwrap_or_else(|_| dropped());
+                }
+                () = tokio::time::sleep(batch.wait) => {}
+            }
+            self.flush(live, batch, per_batch).await;
+        }
+        answer.await.unwrap_or_else(|_| dropped())
+    }
+
+    /// Sends up to `per_batch` queued learners in one request and answers each.
+    async fn flush(&self, live: &Arc<LiveConnector>, batch: &Batch, per_batch: usize) {
+        let taken: Vec<Queued> = {
+            let mut queue = live.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let n = queue.len().min(per_batch);
+            queue.drain(..n).collect()
+        };
+        let Some(first) = taken.first() else {
+            return;
+        };
+        let mut request = first.request.clone();
+        let all: Vec<serde_json::Value> = taken.iter().flat_map(|q| q.items.clone()).collect();
+        if let Some(list) = request
+            .json
+            .as_mut()
+            .and_then(|j| j.pointer_mut(&batch.list_at))
+        {
+            *list = serde_json::Value::Array(all);
+        }
+        let outcome = self.send_request(live, &request).await;
+        tracing::debug!(
+            service = %live.connector.service,
+            learners = taken.len(),
+            "batch sent"
+        );
+        for queued in taken {
+            let _ = queued.reply.send(outcome.clone());
+        }
+    }
+
+    /// Sends one filled request with the connector's auth, within the service's concurrency
+    /// limit and pace; a 401 with a cached token (the LMS's or the vendor's) fetches a new
+    /// one and sends once more.
+    async fn send_request(&self, live: &LiveConnector, request: &Filled) -> CallOutcome {
+        let _permit = self.permit(&live.connector.service).await;
+        self.pace(&live.connector.service).await;
+        let mut outcome = self.send_once(live, request).await;
         if let (CallOutcome::Response { status: 401, .. }, Some(token)) = &outcome {
             match (&live.connector.auth, &live.tokens) {
                 (Auth::LmsJwt, _) => self.tokens().invalidate(token).await,
                 (Auth::Oauth2(_), Some(tokens)) => tokens.invalidate(token).await,
                 _ => return outcome.0,
             }
-            outcome = self.send_once(live, request, values).await;
+            outcome = self.send_once(live, request).await;
         }
         outcome.0
     }
@@ -118,8 +341,7 @@ impl ServiceClients {
     async fn send_once(
         &self,
         live: &LiveConnector,
-        request: &Request,
-        values: &Values<'_>,
+        request: &Filled,
     ) -> (CallOutcome, Option<AccessToken>) {
         let Ok(method) = reqwest::Method::from_bytes(request.method.as_bytes()) else {
             return (
@@ -130,15 +352,13 @@ impl ServiceClients {
                 None,
             );
         };
-        let url = values.url(&request.url);
-        let mut builder = self.request(method, &url);
+        let mut builder = self.request(method, &request.url);
         for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), values.text(value));
+            builder = builder.header(name.as_str(), value.as_str());
         }
         if let Some(json) = &request.json {
-            builder = builder.json(&values.json(json));
+            builder = builder.json(json);
         }
-        let mut used = None;
         let token = match &live.connector.auth {
             Auth::LmsJwt => Some(self.tokens().token().await),
             Auth::Oauth2(_) => match &live.tokens {
@@ -155,6 +375,7 @@ impl ServiceClients {
             }
             Auth::None => None,
         };
+        let mut used = None;
         match token {
             Some(Ok(token)) => {
                 builder = builder.header(reqwest::header::AUTHORIZATION, token.header_value());
@@ -183,9 +404,30 @@ impl ServiceClients {
             },
             Ok(crate::transport::Answer { body: Err(e), .. }) | Err(e) => CallOutcome::Transport {
                 kind: e.kind,
-                message: values.learner.redact(&e.message),
+                message: e.message,
             },
         };
         (outcome, used)
+    }
+}
+
+fn dropped() -> CallOutcome {
+    CallOutcome::Transport {
+        kind: TransportErrorKind::Other,
+        message: "the batch this learner was in was dropped before it was sent".into(),
+    }
+}
+
+fn not_found_is_done(c: &Connector, name: &str, outcome: CallOutcome, which: &str) -> CallOutcome {
+    match outcome {
+        CallOutcome::Response { status, .. } if c.not_found.contains(&status) => {
+            CallOutcome::Done {
+                message: format!(
+                    "{name}{which}: HTTP {status}, which the vendor documents as \"not found\"; \
+                 nothing to delete"
+                ),
+            }
+        }
+        other => other,
     }
 }

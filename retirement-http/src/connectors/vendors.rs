@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Auth, Check, Connector, Kind, OAuth2, Request, Secret, TokenEncoding};
+use std::time::Duration;
+
+use super::{Auth, Batch, Check, Connector, Kind, OAuth2, Request, Secret, TokenEncoding};
 
 /// Braze's REST endpoint instances look like `https://rest.iad-01.braze.com`.
 fn braze_default() -> String {
@@ -27,6 +29,48 @@ fn requester_default() -> String {
 }
 fn regulation_default() -> String {
     "SUPPRESS_WITH_DELETE".into()
+}
+fn batch_wait_default() -> f64 {
+    5.0
+}
+fn poll_default() -> f64 {
+    3600.0
+}
+fn salesforce_version_default() -> String {
+    "v60.0".into()
+}
+
+/// Braze: at most 50 ids per `users/delete` request.
+pub const BRAZE_MAX_IDS: usize = 50;
+/// Segment: at most 5,000 subject ids per regulation.
+pub const SEGMENT_MAX_IDS: usize = 5000;
+/// Amplitude: at most 100 user ids per deletion request.
+pub const AMPLITUDE_MAX_IDS: usize = 100;
+
+fn seconds(value: f64, default: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::from_secs_f64(default))
+}
+
+impl Braze {
+    fn batch_wait(&self) -> Duration {
+        seconds(self.batch_wait_seconds, batch_wait_default())
+    }
+}
+impl Amplitude {
+    fn batch_wait(&self) -> Duration {
+        seconds(self.batch_wait_seconds, batch_wait_default())
+    }
+    fn poll_every(&self) -> Duration {
+        seconds(self.poll_every_seconds, poll_default())
+    }
+}
+impl Segment {
+    fn batch_wait(&self) -> Duration {
+        seconds(self.batch_wait_seconds, batch_wait_default())
+    }
+    fn poll_every(&self) -> Duration {
+        seconds(self.poll_every_seconds, poll_default())
+    }
 }
 
 /// The connector `connectors.<service>` of the config describes: `settings` are that
@@ -54,6 +98,7 @@ pub fn connector(service: &str, settings: serde_json::Value) -> Result<Connector
         "HUBSPOT" => parse::<Hubspot>(service, settings)?.connector(),
         "SEGMENT" => parse::<Segment>(service, settings)?.connector(),
         "SALESFORCE_MARKETING_CLOUD" => parse::<MarketingCloud>(service, settings)?.connector(),
+        "SALESFORCE" => parse::<Salesforce>(service, settings)?.connector(),
         other => {
             let known: Vec<&str> = BUILT_IN.iter().map(|(s, _, _)| *s).collect();
             return Err(format!(
@@ -67,7 +112,7 @@ pub fn connector(service: &str, settings: serde_json::Value) -> Result<Connector
 
 /// `BRAZE`: `POST {api_url}/users/delete` with `external_ids` (the LMS user id as a string),
 /// bearer API key. Braze answers 201 and ignores unknown ids.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Braze {
     /// The instance's REST endpoint (tubular: `https://rest.{braze_instance}.braze.com`).
@@ -75,10 +120,13 @@ pub struct Braze {
     pub api_url: String,
     /// A REST API key with `users.delete`.
     pub api_key: Secret,
+    /// How long the first learner of a batch waits for others, in seconds (default 5).
+    #[serde(default = "batch_wait_default")]
+    pub batch_wait_seconds: f64,
 }
 
 /// `AMPLITUDE`: `POST {api_url}/api/2/deletions/users`, HTTP Basic (API key, secret key).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Amplitude {
     /// `https://amplitude.com`, or the EU residency server `https://analytics.eu.amplitude.com`.
@@ -95,6 +143,12 @@ pub struct Amplitude {
     /// The `requester` recorded with the job.
     #[serde(default = "requester_default")]
     pub requester: String,
+    /// How long the first learner of a batch waits for others, in seconds (default 5).
+    #[serde(default = "batch_wait_default")]
+    pub batch_wait_seconds: f64,
+    /// Between polls of a job, in seconds (default 3600).
+    #[serde(default = "poll_default")]
+    pub poll_every_seconds: f64,
 }
 
 /// `HUBSPOT`: the GDPR delete, `POST {api_url}/crm/v3/objects/contacts/gdpr-delete` by email,
@@ -111,7 +165,7 @@ pub struct Hubspot {
 
 /// `SEGMENT`: a Public API regulation (`POST {api_url}/regulations`) for the learner's user id
 /// and username, bearer token.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
     /// `https://api.segmentapis.com` (or `https://eu1.api.segmentapis.com`).
@@ -122,6 +176,12 @@ pub struct Segment {
     /// `SUPPRESS_WITH_DELETE` (default) or `DELETE_ONLY`.
     #[serde(default = "regulation_default")]
     pub regulation_type: String,
+    /// How long the first learner of a batch waits for others, in seconds (default 5).
+    #[serde(default = "batch_wait_default")]
+    pub batch_wait_seconds: f64,
+    /// Between polls of a job, in seconds (default 3600).
+    #[serde(default = "poll_default")]
+    pub poll_every_seconds: f64,
 }
 
 /// `SALESFORCE_MARKETING_CLOUD`: OAuth2 at `https://{subdomain}.auth.marketingcloudapis.com`,
@@ -174,6 +234,11 @@ pub const BUILT_IN: &[(&str, &str, &str)] = &[
         "delete_contact",
         "Marketing Cloud REST: email search, then contacts/actions/delete?type=keys",
     ),
+    (
+        "SALESFORCE",
+        "retire_learner",
+        "Salesforce REST API: SOQL query for the Lead, then a Task for a person (manual)",
+    ),
 ];
 
 fn trim(url: &str) -> String {
@@ -199,6 +264,11 @@ impl Braze {
             },
             not_found: Vec::new(),
             check: Check::Status,
+            batch: Some(Batch {
+                list_at: "/external_ids".into(),
+                max_items: BRAZE_MAX_IDS,
+                wait: self.batch_wait(),
+            }),
             follows: BUILT_IN[0].2,
         }
     }
@@ -215,8 +285,8 @@ impl Amplitude {
                 username: self.api_key.clone(),
                 password: self.secret_key.clone(),
             },
-            kind: Kind::Call {
-                request: Request {
+            kind: Kind::Job {
+                start: Request {
                     method: "POST".into(),
                     url: format!("{}/api/2/deletions/users", trim(&self.api_url)),
                     json: Some(json!({
@@ -227,9 +297,29 @@ impl Amplitude {
                     })),
                     headers: BTreeMap::new(),
                 },
+                // The answer lists the day the deletion is scheduled for: the job's id.
+                job_id_at: "/0/day".into(),
+                poll: Request {
+                    method: "GET".into(),
+                    url: format!(
+                        "{}/api/2/deletions/users?start_day={{job_id}}&end_day={{job_id}}",
+                        trim(&self.api_url)
+                    ),
+                    json: None,
+                    headers: BTreeMap::new(),
+                },
+                status_at: "/0/status".into(),
+                done: vec!["done".into()],
+                failed: Vec::new(),
+                poll_every: self.poll_every(),
             },
             not_found: Vec::new(),
             check: Check::Status,
+            batch: Some(Batch {
+                list_at: "/user_ids".into(),
+                max_items: AMPLITUDE_MAX_IDS,
+                wait: self.batch_wait(),
+            }),
             follows: BUILT_IN[1].2,
         }
     }
@@ -258,6 +348,7 @@ impl Hubspot {
             // HubSpot answers 404 for an email it has no contact for (it still blocklists it).
             not_found: vec![404],
             check: Check::Status,
+            batch: None,
             follows: BUILT_IN[2].2,
         }
     }
@@ -272,8 +363,8 @@ impl Segment {
             auth: Auth::Bearer {
                 token: self.token.clone(),
             },
-            kind: Kind::Call {
-                request: Request {
+            kind: Kind::Job {
+                start: Request {
                     method: "POST".into(),
                     url: format!("{}/regulations", trim(&self.api_url)),
                     json: Some(json!({
@@ -281,14 +372,30 @@ impl Segment {
                         "subjectType": "USER_ID",
                         "subjectIds": ["{lms_user_id_string}", "{username}"],
                     })),
-                    headers: BTreeMap::from([(
-                        "Content-Type".to_owned(),
-                        "application/vnd.segment.v1+json".to_owned(),
-                    )]),
+                    headers: BTreeMap::new(),
                 },
+                job_id_at: "/data/regulateId".into(),
+                poll: Request {
+                    method: "GET".into(),
+                    url: format!("{}/regulations/{{job_id}}", trim(&self.api_url)),
+                    json: None,
+                    headers: BTreeMap::new(),
+                },
+                status_at: "/data/regulation/overallStatus".into(),
+                done: vec!["FINISHED".into()],
+                failed: ["FAILED", "INVALID", "NOT_SUPPORTED", "PARTIAL_SUCCESS"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                poll_every: self.poll_every(),
             },
             not_found: Vec::new(),
             check: Check::Status,
+            batch: Some(Batch {
+                list_at: "/subjectIds".into(),
+                max_items: SEGMENT_MAX_IDS,
+                wait: self.batch_wait(),
+            }),
             follows: BUILT_IN[3].2,
         }
     }
@@ -344,7 +451,80 @@ impl MarketingCloud {
             },
             not_found: Vec::new(),
             check: Check::Status,
+            batch: None,
             follows: BUILT_IN[4].2,
+        }
+    }
+}
+
+/// `SALESFORCE`: the Lead with the learner's email, found by SOQL; if there is one, a Task
+/// assigned to `assignee_id` asks a person to erase it, and the learner waits until an
+/// operator marks the stage done (`retire done`). OAuth2 client credentials of a connected
+/// app (tubular logs in with a username, password and security token).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Salesforce {
+    /// The org's My Domain URL, e.g. `https://example.my.salesforce.com`.
+    pub instance_url: String,
+    /// The connected app's consumer key.
+    pub client_id: String,
+    /// Its consumer secret.
+    pub client_secret: Secret,
+    /// The user id the Task is assigned to (tubular's `salesforce_assignee`, as an id).
+    pub assignee_id: String,
+    /// The REST API version (default `v60.0`).
+    #[serde(default = "salesforce_version_default")]
+    pub api_version: String,
+}
+
+impl Salesforce {
+    /// The connector.
+    pub fn connector(&self) -> Connector {
+        let base = trim(&self.instance_url);
+        let data = format!("{base}/services/data/{}", self.api_version);
+        Connector {
+            service: "SALESFORCE".into(),
+            operation: "retire_learner".into(),
+            auth: Auth::Oauth2(OAuth2 {
+                token_url: format!("{base}/services/oauth2/token"),
+                client_id: self.client_id.clone(),
+                client_secret: self.client_secret.clone(),
+                audience: None,
+                scope: None,
+                extra: BTreeMap::new(),
+                encoding: TokenEncoding::Form,
+            }),
+            kind: Kind::Manual {
+                lookup: Some((
+                    Request {
+                        method: "GET".into(),
+                        url: format!(
+                            "{data}/query?q=SELECT+Id+FROM+Lead+WHERE+Email%3D%27{{email_soql}}%27"
+                        ),
+                        json: None,
+                        headers: BTreeMap::new(),
+                    },
+                    "/records/0/Id".into(),
+                )),
+                // The Task names the Lead by id and the learner by retired username: the
+                // person needs nothing else, and Salesforce keeps Tasks after the Lead goes.
+                ask: Request {
+                    method: "POST".into(),
+                    url: format!("{data}/sobjects/Task"),
+                    json: Some(json!({
+                        "Subject": "GDPR erasure request",
+                        "Description": "Erase this Lead's personal data under the learner's right to erasure, then mark the stage done: retire done {retired_username} --stage <working state> --reason <what you did>.",
+                        "WhoId": "{found}",
+                        "OwnerId": self.assignee_id,
+                    })),
+                    headers: BTreeMap::new(),
+                },
+                reference_at: "/id".into(),
+            },
+            not_found: Vec::new(),
+            check: Check::Status,
+            batch: None,
+            follows: BUILT_IN[5].2,
         }
     }
 }

@@ -18,7 +18,7 @@ mod vendors;
 
 pub use vendors::{
     AMPLITUDE_API_KEY, AMPLITUDE_MAX_IDS, AMPLITUDE_SECRET_KEY, BRAZE_MAX_IDS, HUBSPOT_TOKEN,
-    RV_CLIENT, SEGMENT_MAX_IDS, SEGMENT_TOKEN, SFMC_CLIENT, VendorData,
+    RV_CLIENT, SALESFORCE_CLIENT, SEGMENT_MAX_IDS, SEGMENT_TOKEN, SFMC_CLIENT, VendorData,
 };
 
 use faults::around_answers;
@@ -337,7 +337,15 @@ impl FakeEdx {
             .route("/braze/{*rest}", post(enterprise::braze))
             .route(
                 "/amplitude/api/2/deletions/users",
-                post(vendors::amplitude_delete),
+                post(vendors::amplitude_delete).get(vendors::amplitude_jobs),
+            )
+            .route(
+                "/salesforce/services/oauth2/token",
+                post(vendors::vendor_token),
+            )
+            .route(
+                "/salesforce/services/data/{version}/{*rest}",
+                get(vendors::salesforce).post(vendors::salesforce),
             )
             .route(
                 "/hubspot/crm/v3/objects/contacts/gdpr-delete",

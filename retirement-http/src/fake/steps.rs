@@ -82,11 +82,16 @@ pub(super) async fn step(State(state): State<Arc<FakeState>>, request: Request) 
     if operation.name == "retirement_retire_mailings" {
         return respond(&state, record, 404, serde_json::Value::Null);
     }
+    // credentials' replace_usernames names the learner as the key of its one mapping.
+    let mapped = json["username_mappings"][0]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned());
     let username = json
         .get("username")
         .or_else(|| json.get("original_username"))
         .and_then(|u| u.as_str())
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .or(mapped);
     let _in_flight = {
         let mut shared = state.lock();
         if let Some(username) = &username {
@@ -171,6 +176,16 @@ pub(super) async fn step(State(state): State<Arc<FakeState>>, request: Request) 
             }
             return response;
         }
+    }
+    if operation.service == "CREDENTIALS" {
+        // The answer lists every mapping it replaced (the worker's JWT is enough here).
+        let mappings = json["username_mappings"].clone();
+        return respond(
+            &state,
+            record,
+            200,
+            serde_json::json!({"successful_replacements": mappings, "failed_replacements": []}),
+        );
     }
     record.status = if operation.name == "retirement_unenroll" {
         200

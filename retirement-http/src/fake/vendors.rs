@@ -27,6 +27,7 @@ pub(super) const PREFIXES: &[&str] = &[
     "/redventures/",
     "/lms/user_retirement/",
     "/api/certificates/v1/",
+    "/salesforce/",
 ];
 
 /// Braze: at most 50 ids per `users/delete` request.
@@ -46,6 +47,8 @@ pub const HUBSPOT_TOKEN: &str = "hubspot-token";
 pub const SEGMENT_TOKEN: &str = "segment-token";
 /// Marketing Cloud's client id and secret.
 pub const SFMC_CLIENT: (&str, &str) = ("sfmc-client", "sfmc-secret");
+/// Salesforce's connected app (client id, secret) and the Task assignee.
+pub const SALESFORCE_CLIENT: (&str, &str, &str) = ("sf-client", "sf-secret", "005ASSIGNEE");
 /// Red Ventures' client id and secret, and the audience it requires.
 pub const RV_CLIENT: (&str, &str, &str) = (
     "rv-client",
@@ -68,6 +71,17 @@ pub struct VendorData {
     pub deleted: Vec<(String, String)>,
     /// Segment regulations by id: subject ids and status.
     pub segment_regulations: BTreeMap<String, (Vec<String>, String)>,
+    /// Amplitude deletion jobs by day: user ids and status.
+    pub amplitude_jobs: BTreeMap<String, (Vec<String>, String)>,
+    /// How many polls a vendor job takes to finish (Segment, Amplitude); 0 means never (a
+    /// test sets the status itself).
+    pub polls_to_finish: u32,
+    /// Polls of each job so far.
+    pub polls: BTreeMap<String, u32>,
+    /// Salesforce Leads: email → Lead id.
+    pub salesforce_leads: HashMap<String, String>,
+    /// Salesforce Tasks created: (Task id, WhoId).
+    pub salesforce_tasks: Vec<(String, String)>,
     /// Vendor OAuth2 tokens issued (Marketing Cloud, Red Ventures).
     pub tokens: HashSet<String>,
     issued: u64,
@@ -184,6 +198,12 @@ pub(super) async fn amplitude_delete(
             .deleted
             .push(("AMPLITUDE".into(), id.clone()));
     }
+    let job = shared
+        .vendors
+        .amplitude_jobs
+        .entry("2026-12-31".into())
+        .or_insert_with(|| (Vec::new(), "staging".into()));
+    job.0.extend(ids.iter().cloned());
     json_answer(
         200,
         serde_json::json!([{
@@ -314,14 +334,172 @@ pub(super) async fn segment_status(
             serde_json::json!({"errors": [{"type": "unauthorized"}]}),
         );
     }
-    let shared = state.lock();
-    match shared.vendors.segment_regulations.get(&id) {
-        Some((_, status)) => json_answer(
-            200,
-            serde_json::json!({"data": {"regulation": {"id": id, "overallStatus": status}}}),
-        ),
+    let mut shared = state.lock();
+    let vendors = &mut shared.vendors;
+    let polls = {
+        let n = vendors.polls.entry(id.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let finish = vendors.polls_to_finish;
+    match vendors.segment_regulations.get_mut(&id) {
+        Some((_, status)) => {
+            let running = matches!(status.as_str(), "INITIALIZED" | "RUNNING");
+            if running && finish > 0 && polls >= finish {
+                *status = "FINISHED".into();
+            } else if running {
+                *status = "RUNNING".into();
+            }
+            json_answer(
+                200,
+                serde_json::json!({"data": {"regulation": {"id": id, "overallStatus": status}}}),
+            )
+        }
         None => json_answer(404, serde_json::json!({"errors": [{"type": "not-found"}]})),
     }
+}
+
+/// `GET /amplitude/api/2/deletions/users?start_day=…&end_day=…`: the deletion jobs of those
+/// days, each with its status (`staging`, `submitted`, `done`).
+pub(super) async fn amplitude_jobs(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    record(
+        &state,
+        "GET",
+        "/amplitude/api/2/deletions/users".into(),
+        &headers,
+        &serde_json::Value::Null,
+    );
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{AMPLITUDE_API_KEY}:{AMPLITUDE_SECRET_KEY}").as_bytes())
+    );
+    if header(&headers, "authorization").as_deref() != Some(expected.as_str()) {
+        return json_answer(
+            401,
+            serde_json::json!({"error": "Invalid API key or secret"}),
+        );
+    }
+    let (Some(start), Some(end)) = (query.get("start_day"), query.get("end_day")) else {
+        return json_answer(
+            400,
+            serde_json::json!({"error": "start_day and end_day are required"}),
+        );
+    };
+    let mut shared = state.lock();
+    let vendors = &mut shared.vendors;
+    let finish = vendors.polls_to_finish;
+    let days: Vec<String> = vendors
+        .amplitude_jobs
+        .range(start.clone()..=end.clone())
+        .map(|(day, _)| day.clone())
+        .collect();
+    let mut jobs = Vec::new();
+    for day in days {
+        let polls = {
+            let n = vendors.polls.entry(format!("amplitude {day}")).or_default();
+            *n += 1;
+            *n
+        };
+        if let Some((ids, status)) = vendors.amplitude_jobs.get_mut(&day) {
+            if finish > 0 && polls >= finish {
+                *status = "done".into();
+            } else if status.as_str() == "staging" {
+                *status = "submitted".into();
+            }
+            let ids: Vec<serde_json::Value> = ids
+                .iter()
+                .map(|id| serde_json::json!({"user_id": id}))
+                .collect();
+            jobs.push(serde_json::json!({"day": day, "status": status, "amplitude_ids": ids}));
+        }
+    }
+    json_answer(200, serde_json::Value::Array(jobs))
+}
+
+/// Salesforce's REST API: `GET …/query?q=SELECT Id FROM Lead WHERE Email='…'` and
+/// `POST …/sobjects/Task`, with the connected app's OAuth2 token.
+pub(super) async fn salesforce(
+    State(state): State<Arc<FakeState>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let path = uri.path().to_owned();
+    // The query holds the email by Salesforce's design: the record keeps the path only.
+    record(&state, method.as_str(), path.clone(), &headers, &json);
+    if !vendor_token_ok(&state, &headers) {
+        return json_answer(
+            401,
+            serde_json::json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
+        );
+    }
+    let malformed = || json_answer(400, serde_json::json!([{"errorCode": "MALFORMED_QUERY"}]));
+    if method == axum::http::Method::GET && path.ends_with("/query") {
+        let Some(literal) = query
+            .get("q")
+            .and_then(|q| q.strip_prefix("SELECT Id FROM Lead WHERE Email='"))
+            .and_then(|rest| rest.strip_suffix('\''))
+        else {
+            return malformed();
+        };
+        // A SOQL string literal: \' and \\ are escapes; a bare quote would end it.
+        let mut email = String::new();
+        let mut chars = literal.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some(next) => email.push(next),
+                    None => return malformed(),
+                },
+                '\'' => return malformed(),
+                other => email.push(other),
+            }
+        }
+        let shared = state.lock();
+        let records: Vec<serde_json::Value> = shared
+            .vendors
+            .salesforce_leads
+            .get(&email)
+            .map(|id| vec![serde_json::json!({"attributes": {"type": "Lead"}, "Id": id})])
+            .unwrap_or_default();
+        return json_answer(
+            200,
+            serde_json::json!({"totalSize": records.len(), "done": true, "records": records}),
+        );
+    }
+    if method == axum::http::Method::POST && path.ends_with("/sobjects/Task") {
+        let (Some(who), Some(owner)) = (json["WhoId"].as_str(), json["OwnerId"].as_str()) else {
+            return json_answer(
+                400,
+                serde_json::json!([{"errorCode": "REQUIRED_FIELD_MISSING"}]),
+            );
+        };
+        if owner != SALESFORCE_CLIENT.2 {
+            return json_answer(
+                400,
+                serde_json::json!([{"errorCode": "INVALID_CROSS_REFERENCE_KEY"}]),
+            );
+        }
+        let mut shared = state.lock();
+        shared.vendors.issued += 1;
+        let id = format!("00T{:012}", shared.vendors.issued);
+        shared
+            .vendors
+            .salesforce_tasks
+            .push((id.clone(), who.to_owned()));
+        return json_answer(
+            201,
+            serde_json::json!({"id": id, "success": true, "errors": []}),
+        );
+    }
+    json_answer(404, serde_json::json!([{"errorCode": "NOT_FOUND"}]))
 }
 
 /// A vendor OAuth2 token endpoint: Marketing Cloud's (`/sfmc/v2/token`, JSON body,
@@ -357,6 +535,9 @@ pub(super) async fn vendor_token(
     let ok = get("grant_type") == Some("client_credentials")
         && if path.starts_with("/sfmc/") {
             (get("client_id"), get("client_secret")) == (Some(SFMC_CLIENT.0), Some(SFMC_CLIENT.1))
+        } else if path.starts_with("/salesforce/") {
+            (get("client_id"), get("client_secret"))
+                == (Some(SALESFORCE_CLIENT.0), Some(SALESFORCE_CLIENT.1))
         } else {
             (get("client_id"), get("client_secret"), get("audience"))
                 == (Some(RV_CLIENT.0), Some(RV_CLIENT.1), Some(RV_CLIENT.2))
@@ -592,6 +773,7 @@ impl FakeEdx {
             ("HUBSPOT", serde_json::json!({"api_url": format!("{base}/hubspot"), "access_token": HUBSPOT_TOKEN})),
             ("SEGMENT", serde_json::json!({"api_url": format!("{base}/segment"), "token": SEGMENT_TOKEN})),
             ("SALESFORCE_MARKETING_CLOUD", serde_json::json!({"subdomain": "fake", "client_id": SFMC_CLIENT.0, "client_secret": SFMC_CLIENT.1, "auth_url": format!("{base}/sfmc"), "rest_url": format!("{base}/sfmc")})),
+            ("SALESFORCE", serde_json::json!({"instance_url": format!("{base}/salesforce"), "client_id": SALESFORCE_CLIENT.0, "client_secret": SALESFORCE_CLIENT.1, "assignee_id": SALESFORCE_CLIENT.2})),
         ]
         .into_iter()
         .map(|(service, value)| vendors::connector(service, value).expect("the fake's settings are valid"))

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use retirement_core::{
-    Actor, CoreError, LogEntry, Override, Retirement, RetirementId, StateTable, SyncPlan,
+    Actor, CoreError, LogEntry, Override, Retirement, RetirementId, StateTable, SyncPlan, Wait,
 };
 use retirement_store::{
     ClaimRequest, Claimed, Lease, LeaseTable, MoveTarget, NewRetirement, QueueQuery, Result,
@@ -652,6 +652,86 @@ impl RetirementStore for LmsStore {
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.release_everywhere(lease).await
     }
+
+    async fn park(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        wait: &Wait,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Wait> {
+        let Some(table) = &self.leases else {
+            return Err(unsupported(
+                "parking a learner on a vendor job or a person without lease_store: (the LMS \
+                 has nowhere to keep the wait)",
+            ));
+        };
+        let username = self.username_of(id)?;
+        self.fence(id, lease, &wait.working_state, now).await?;
+        {
+            // A forced move to the same state: the LMS's log (`responses`) gets the note.
+            let _writing = Writing::start(self, id);
+            self.patch_state(&username, &wait.working_state, note, true)
+                .await?;
+        }
+        // The LMS stamps `modified`; the wait applies only while it stays so.
+        let fresh = self.find_by_username(&username).await?;
+        let stored = Wait {
+            since: fresh.modified(),
+            ..wait.clone()
+        };
+        table.record_wait(id, &stored).await?;
+        Ok(stored)
+    }
+
+    async fn release_until(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if let Some(lease) = lease {
+            self.forget_hold(id, &lease.owner);
+        }
+        let Some(table) = &self.leases else {
+            return Ok(());
+        };
+        match lease {
+            Some(lease) => table.release_until(lease, until).await,
+            // `retire learner` holds no lease: take one for the moment, then park it.
+            None => match table
+                .acquire(
+                    id,
+                    "retire-learner",
+                    now + chrono::TimeDelta::minutes(1),
+                    now,
+                )
+                .await?
+            {
+                Some(acquired) => table.release_until(&acquired.lease, until).await,
+                None => Err(StoreError::Leased {
+                    retirement_id: id,
+                    until: "a worker's lease runs out".into(),
+                }),
+            },
+        }
+    }
+
+    async fn wait_of(&self, id: RetirementId) -> Result<Option<Wait>> {
+        match &self.leases {
+            Some(table) => table.wait_of(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn waits(&self) -> Result<Vec<(RetirementId, Wait)>> {
+        match &self.leases {
+            Some(table) => table.waits().await,
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 impl LmsStore {
@@ -667,6 +747,14 @@ impl LmsStore {
         let want = request.limit as usize;
         let expires = now + request.lease_for;
         let elsewhere = self.leased_elsewhere(&request.owner, now).await?;
+        // Parked learners (a vendor job not due, a person) are nobody's to claim.
+        let parked: std::collections::HashMap<i64, Wait> = self
+            .waits()
+            .await?
+            .into_iter()
+            .filter(|(_, w)| w.until().is_none_or(|until| until > now))
+            .map(|(id, w)| (id.0, w))
+            .collect();
         // The learners this process holds, and those other hosts hold, are listed too: a page
         // holds them plus the wanted.
         let mut page = {
@@ -693,6 +781,7 @@ impl LmsStore {
                     // between two stages); another owner's only once that lease ran out.
                     .filter(|r| !local.stale_in(r.id().0, listing.started))
                     .filter(|r| !elsewhere.contains(&r.id().0))
+                    .filter(|r| !parked.get(&r.id().0).is_some_and(|w| w.applies_to(r)))
                     .filter(|r| match local.held.get(&r.id().0) {
                         Some(h) => h.owner != request.owner && h.expires <= now,
                         None => true,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, TimeDelta, Utc};
 use retirement_core::{
     Action, Actor, DriverOptions, ERRORED, Input, Machine, OnWorkingState, Outcome, Pipeline,
-    Retirement, RetirementId, SplitMix64,
+    Retirement, RetirementId, SplitMix64, StageKind,
 };
 use retirement_store::{Claimed, Lease, RetirementStore, StoreError};
 use tokio::sync::watch;
@@ -124,7 +124,18 @@ impl Shared {
             report.outcome,
             Some(Outcome::Completed | Outcome::Errored { recorded: true, .. })
         );
-        if let Some(lease) = &lease
+        if let Some(Outcome::Waiting { until, on, .. }) = &report.outcome {
+            // Parked: nobody claims it before its next poll (or before `retire done`).
+            let released = retrying(self, "park release", None, || {
+                self.store
+                    .release_until(id, lease.as_ref(), *until, self.now())
+            })
+            .await;
+            if let Err(e) = released.result {
+                tracing::warn!(retirement_id = id.0, error = %e, "releasing a parked learner failed; its lease runs out on its own");
+            }
+            tracing::info!(retirement_id = id.0, retired_username = %report.retired_username, waiting_on = %on, "parked");
+        } else if let Some(lease) = &lease
             && report.result != LearnerResult::LeaseLost
             && !ended
             && let Err(e) = self.store.release(lease).await
@@ -217,7 +228,19 @@ pub async fn retire_one(
     driver.on_working_state = OnWorkingState::Refuse;
     // One learner: no outage handling (tubular's protocol; the caller retries the job).
     match drive(&shared, retirement, &mut None, driver, false).await {
-        Turn::Ended(report) => report,
+        Turn::Ended(report) => {
+            if let Some(Outcome::Waiting { until, .. }) = &report.outcome {
+                let id = retirement.id();
+                if let Err(e) = shared
+                    .store
+                    .release_until(id, None, *until, shared.now())
+                    .await
+                {
+                    tracing::warn!(retirement_id = id.0, error = %e, "recording when to look at a parked learner again failed");
+                }
+            }
+            report
+        }
         Turn::Parked {
             mut report,
             service,
@@ -269,8 +292,36 @@ async fn drive(
 ) -> Turn {
     let id = retirement.id();
     let seed = shared.options.seed ^ (id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut machine = Machine::start(
+    // A learner in the working state of a job or manual stage may be parked: its wait says
+    // what to do (poll the job, stay parked). Other learners need no read.
+    let parkable = shared
+        .pipeline
+        .stages()
+        .iter()
+        .any(|s| s.kind != StageKind::Call && s.working_state == retirement.current_state());
+    let wait = if parkable {
+        let read = retrying(shared, "wait read", None, || shared.store.wait_of(id)).await;
+        match read.result {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::warn!(retirement_id = id.0, error = %e, "reading a learner's wait failed; left for a later run");
+                return Turn::Ended(LearnerReport {
+                    retirement_id: id,
+                    retired_username: retirement.retired_username().to_owned(),
+                    result: LearnerResult::Deferred,
+                    outcome: None,
+                    calls: 0,
+                    writes: 0,
+                    waiting_on: None,
+                });
+            }
+        }
+    } else {
+        None
+    };
+    let mut machine = Machine::start_with(
         retirement,
+        wait.as_ref(),
         shared.pipeline.clone(),
         driver,
         SplitMix64::new(seed),
@@ -372,6 +423,60 @@ async fn drive(
                     input
                 }
             }
+            Action::Park { wait, note } => {
+                if !renew(shared, lease).await {
+                    Input::LeaseExpired
+                } else {
+                    report.writes += 1;
+                    let parked = retrying(shared, "park", None, || {
+                        shared
+                            .store
+                            .park(id, lease.as_ref(), &wait, &note, shared.now())
+                    })
+                    .await;
+                    match parked.result {
+                        Ok(_) => Input::StateWritten,
+                        Err(StoreError::LeaseLost { .. }) => Input::StateWriteFailed {
+                            lease_lost: true,
+                            message: "lease lost".into(),
+                        },
+                        Err(e) => Input::StateWriteFailed {
+                            lease_lost: false,
+                            message: e.to_string(),
+                        },
+                    }
+                }
+            }
+            Action::PollJob {
+                stage: index,
+                job_id,
+                ..
+            } => {
+                let stage = &shared.pipeline.stages()[index];
+                let endpoint = endpoint(stage);
+                if let Admit::Wait { .. } = shared.breakers.admit(&endpoint, id, Instant::now()) {
+                    return Turn::Parked {
+                        report,
+                        service: endpoint,
+                        spared: false,
+                    };
+                }
+                if !renew(shared, lease).await {
+                    Input::LeaseExpired
+                } else {
+                    report.calls += 1;
+                    let input = shared
+                        .steps
+                        .poll(stage, retirement, &job_id, shared.now())
+                        .await;
+                    if let Some(health) = Health::of(&input) {
+                        shared
+                            .breakers
+                            .record(&endpoint, id, health, Instant::now());
+                    }
+                    input
+                }
+            }
             Action::RetryAt { at } => {
                 match wait_until(shared, lease, at).await {
                     Wait::Due => Input::Tick,
@@ -389,6 +494,7 @@ async fn drive(
                     Outcome::Completed => LearnerResult::Completed,
                     Outcome::Errored { .. } => LearnerResult::Errored,
                     Outcome::LeaseLost => LearnerResult::LeaseLost,
+                    Outcome::Waiting { .. } => LearnerResult::Waiting,
                     _ => LearnerResult::Refused,
                 };
                 report.outcome = Some(outcome);

@@ -49,6 +49,22 @@ use retry::retrying;
 pub trait StepCaller: Send + Sync {
     /// Calls `stage` for `learner` once; the machine decides about retries.
     async fn call(&self, stage: &Stage, learner: &Retirement, now: DateTime<Utc>) -> Input;
+
+    /// Polls the vendor job `job_id` that `stage`'s call started for `learner`: running,
+    /// finished ([`Input::StepSucceeded`]), failed ([`Input::StepFailed`]) or an HTTP
+    /// answer the machine classifies. A caller without job stages never gets asked.
+    async fn poll(
+        &self,
+        stage: &Stage,
+        _learner: &Retirement,
+        _job_id: &str,
+        _now: DateTime<Utc>,
+    ) -> Input {
+        Input::StepFailed {
+            transient: false,
+            message: format!("{} {} has no job to poll", stage.service, stage.operation),
+        }
+    }
 }
 
 /// Retires the queue of a store through a pipeline.

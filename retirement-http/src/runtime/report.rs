@@ -22,6 +22,9 @@ pub enum LearnerResult {
     /// Its next step's service was down for longer than the run's patience: left in its
     /// state with its lease released, resumed by a later run.
     Deferred,
+    /// Parked in a working state on a vendor job (polled by a later run) or a person
+    /// (`retire done`).
+    Waiting,
 }
 
 /// One learner's turn, for progress and summaries (no PII).
@@ -71,6 +74,8 @@ pub struct RunSummary {
     pub interrupted: u64,
     /// Learners left resumable because their next step's service was down.
     pub deferred: u64,
+    /// Learners parked on a vendor job or a person.
+    pub waiting: u64,
     /// Endpoints (`SERVICE operation`) still down when the run ended, with learners waiting
     /// on them, resumable (sorted).
     pub services_down: Vec<String>,
@@ -99,6 +104,7 @@ impl RunSummary {
             LearnerResult::Refused => self.refused += 1,
             LearnerResult::LeaseLost => self.lease_lost += 1,
             LearnerResult::Interrupted => self.interrupted += 1,
+            LearnerResult::Waiting => self.waiting += 1,
             LearnerResult::Deferred => {
                 self.deferred += 1;
                 if let Some(endpoint) = &report.waiting_on
@@ -120,6 +126,7 @@ impl RunSummary {
         self.lease_lost += other.lease_lost;
         self.interrupted += other.interrupted;
         self.deferred += other.deferred;
+        self.waiting += other.waiting;
         // What is down now is what the latest pass saw.
         self.services_down = other.services_down.clone();
         self.calls += other.calls;

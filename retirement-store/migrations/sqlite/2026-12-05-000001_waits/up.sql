@@ -1,0 +1,13 @@
+-- A learner parked in a working state (issue 15): waiting on a vendor job (`kind` 'job',
+-- `reference` the job id, `next_poll` set) or on a person (`kind` 'person'). `since` is the
+-- record's `modified` when the wait was recorded: the wait applies only while the learner has
+-- not moved since. No learner data: ids, state names, service keys and vendor references.
+CREATE TABLE retirement_waits (
+    retirement_id BIGINT PRIMARY KEY NOT NULL,
+    working_state TEXT NOT NULL,
+    service TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    next_poll BIGINT,
+    since BIGINT NOT NULL
+);
