@@ -38,8 +38,6 @@ const TUBULAR_OTHER_KEYS: &[&str] = &[
     "hubspot_from_address",
     "hubspot_alert_email",
     "s3_archive",
-    "org_partner_mapping",
-    "drive_partners_folder",
     "partner_report_platform_name",
     "denied_notification_domains",
 ];
@@ -218,6 +216,8 @@ pub struct Config {
     pub notifications: retirement_http::expiry::Notifications,
     /// Braze, for `notifications: braze`.
     pub braze: Option<BrazeKeys>,
+    /// Whether tubular's partner-report keys are set.
+    pub partner_report_keys: bool,
     /// Keys nobody knows, for the warning.
     pub unknown_keys: Vec<String>,
 }
@@ -263,6 +263,7 @@ impl Default for Config {
             assignments_schema: AssignmentsSchema::Own,
             notifications: retirement_http::expiry::Notifications::None,
             braze: None,
+            partner_report_keys: false,
             unknown_keys: Vec::new(),
         }
     }
@@ -398,6 +399,9 @@ impl Config {
                     tubular.insert(key, value);
                 }
                 "expiry_policy" => config.expiry_policy = typed(k, value, &error)?,
+                "org_partner_mapping" | "drive_partners_folder" => {
+                    config.partner_report_keys = !value.is_null();
+                }
                 _ if TUBULAR_OTHER_KEYS.contains(&k) => {}
                 _ => config.unknown_keys.push(key),
             }
@@ -599,6 +603,12 @@ impl Config {
                 .collect(),
         )
         .map_err(|e| e.to_string())
+    }
+
+    /// Whether a partner report is set up (tubular's `org_partner_mapping` and
+    /// `drive_partners_folder`), so the partner queue is emptied.
+    pub fn partner_report_configured(&self) -> bool {
+        self.partner_report_keys
     }
 
     /// The file name for messages.

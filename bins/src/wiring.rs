@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use retirement_core::Pipeline;
+use retirement_core::{Pipeline, StageKind};
 use retirement_http::Steps;
 use retirement_http::runtime::default_worker_id;
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
@@ -166,7 +166,55 @@ pub async fn pipeline(config: &Config, wired: &Wired) -> Result<Arc<Pipeline>, C
             "the store has no retirement states yet: run `retire states sync` first".into(),
         ));
     }
-    Ok(Arc::new(config.pipeline(table.as_ref())?))
+    let mut pipeline = config.pipeline(table.as_ref())?;
+    if let Some(clients) = &wired.clients {
+        pipeline =
+            pipeline.with_kinds(|stage| clients.stage_kind(&stage.service, &stage.operation));
+    }
+    let parks = pipeline.stages().iter().find(|s| s.kind != StageKind::Call);
+    if let Some(stage) = parks
+        && config.store == LMS_STORE
+        && config.lease_store.is_none()
+    {
+        return Err(config.error(
+            "lease_store",
+            format!(
+                "is required with store: lms for {} {}: a learner waiting on a vendor job or a \
+                 person is parked, and the LMS has nowhere to keep the wait (a SQL database; \
+                 sqlite://PATH for one host)",
+                stage.service, stage.operation
+            ),
+        ));
+    }
+    Ok(Arc::new(pipeline))
+}
+
+/// What an operator should know about `pipeline` before it runs: legacy stages, and the
+/// partner-queue stage without a partner report (its copies of the originals stay in the LMS).
+pub fn pipeline_warnings(config: &Config, pipeline: &Pipeline) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for stage in pipeline.stages() {
+        if let Some(why) = retirement_http::catalog::legacy_note(&stage.service, &stage.operation) {
+            warnings.push(format!(
+                "{} {} is legacy: {why}",
+                stage.service, stage.operation
+            ));
+        }
+        if stage.service == "LMS"
+            && stage.operation == "retirement_partner_queue"
+            && !config.partner_report_configured()
+        {
+            warnings.push(
+                "LMS retirement_partner_queue copies each learner's original username, email and \
+                 name into the LMS's partner-reporting table, and only a partner report empties \
+                 it; none is configured (tubular's org_partner_mapping and \
+                 drive_partners_folder), so those copies stay: run the partner report, or drop \
+                 the stage"
+                    .to_owned(),
+            );
+        }
+    }
+    warnings
 }
 
 /// The steps for `pipeline`, checked before any learner is touched.

@@ -523,6 +523,28 @@ impl RetirementStore for DieselStore {
         })
     }
 
+    async fn find_by_user_id(&self, lms_user_id: i64) -> Result<Retirement> {
+        in_transaction!(self, tx => {
+            let rows: Vec<StatusRow> = s::table
+                .filter(s::lms_user_id.eq(lms_user_id))
+                .select(StatusRow::as_select())
+                .load::<StatusRow>(tx)
+                .await?;
+            let row = match <[StatusRow; 1]>::try_from(rows) {
+                Ok([row]) => row,
+                Err(rows) if rows.is_empty() => {
+                    return Err(StoreError::NotFound { what: format!("LMS user {lms_user_id}") })
+                }
+                Err(rows) => {
+                    let ids: Vec<String> = rows.iter().map(|r| r.id.to_string()).collect();
+                    return Err(StoreError::Ambiguous { what: format!("retirements {}", ids.join(", ")) })
+                }
+            };
+            let entries = load_log!(tx, row.id);
+            row.into_retirement(entries)
+        })
+    }
+
     async fn queue(&self, query: &QueueQuery, now: DateTime<Utc>) -> Result<Vec<Retirement>> {
         if query.cool_off_days < 0 {
             return Err(StoreError::NegativeCoolOff);

@@ -186,6 +186,9 @@ pub trait RetirementStore: Send + Sync {
     /// address it is given), with its log. Several case-variant matches are refused.
     async fn find_by_email(&self, original_email: &str) -> Result<Retirement>;
 
+    /// One retirement by the learner's LMS user id, with its log.
+    async fn find_by_user_id(&self, lms_user_id: i64) -> Result<Retirement>;
+
     /// The queue listing.
     async fn queue(&self, query: &QueueQuery, now: DateTime<Utc>) -> Result<Vec<Retirement>>;
 

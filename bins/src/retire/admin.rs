@@ -175,11 +175,83 @@ pub(crate) async fn queue(config: &Config, args: QueueArgs) -> Result<u8, CliErr
             );
         }
     }
+    let waiting = waiting_learners(&wired, &pipeline).await?;
+    for (r, wait) in &waiting {
+        if args.json {
+            let row = serde_json::json!({
+                "retirement_id": r.id().0,
+                "retired_username": r.retired_username(),
+                "state": r.current_state(),
+                "requested": r.created().to_rfc3339(),
+                "waiting_on": wait,
+            });
+            let _ = writeln!(out, "{row}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{:>8}  {:<40}  {:<24}  {}  {wait}",
+                r.id().0,
+                r.retired_username(),
+                r.current_state(),
+                r.created().format("%Y-%m-%d")
+            );
+        }
+    }
     if !args.json {
         let _ = writeln!(out, "{} learner(s) to retire", learners.len());
+        if !waiting.is_empty() {
+            let _ = writeln!(
+                out,
+                "{} learner(s) waiting on a vendor job or a person",
+                waiting.len()
+            );
+        }
+    }
+    for warning in wiring::pipeline_warnings(config, &pipeline) {
+        eprintln!("retire: warning: {warning}");
     }
     print!("{out}");
     Ok(exit::OK)
+}
+
+/// The learners parked in the working state of a job or manual stage, with what they wait
+/// on (a stored wait that still applies).
+pub(crate) async fn waiting_learners(
+    wired: &wiring::Wired,
+    pipeline: &retirement_core::Pipeline,
+) -> Result<Vec<(Retirement, retirement_core::Wait)>, CliError> {
+    let states: Vec<String> = pipeline
+        .stages()
+        .iter()
+        .filter(|s| s.kind != retirement_core::StageKind::Call)
+        .map(|s| s.working_state.clone())
+        .collect();
+    if states.is_empty() {
+        return Ok(Vec::new());
+    }
+    let waits: std::collections::HashMap<i64, retirement_core::Wait> = wired
+        .store
+        .waits()
+        .await?
+        .into_iter()
+        .map(|(id, w)| (id.0, w))
+        .collect();
+    if waits.is_empty() {
+        return Ok(Vec::new());
+    }
+    let query = QueueQuery {
+        states,
+        cool_off_days: 0,
+        limit: None,
+    };
+    let listed = wired.store.queue(&query, Utc::now()).await?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|r| {
+            let wait = waits.get(&r.id().0)?.clone();
+            wait.applies_to(&r).then_some((r, wait))
+        })
+        .collect())
 }
 
 /// The `status` text of one retirement (no original username, email or name).

@@ -71,6 +71,9 @@ pub(super) fn is_status_api(path: &str) -> bool {
         // enterprise-catalog's and enterprise-subsidy's endpoints take faults the same way.
         return true;
     }
+    if path == "/api/user/v1/accounts" || path == "/v1/accounts/bulk_retire_users" {
+        return true;
+    }
     let Some(rest) = path.strip_prefix("/api/user/v1/accounts/") else {
         return false;
     };

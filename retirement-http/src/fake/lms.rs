@@ -299,3 +299,125 @@ pub(super) async fn lms_cancel(
         Err(e) => message(e.to_string()),
     }
 }
+
+/// The LMS's `COOL_OFF_DAYS` setting (upstream's default): a retirement can be cancelled
+/// from the account lookup only this long after it was requested.
+pub const LMS_COOL_OFF_DAYS: i64 = 14;
+
+/// A user account of the fake LMS, for the staff account lookup and `bulk_retire_users`.
+#[derive(Clone)]
+pub struct FakeUser {
+    /// The LMS user id.
+    pub id: i64,
+    /// The username.
+    pub username: String,
+    /// The email.
+    pub email: String,
+    /// The full name.
+    pub name: String,
+}
+
+/// `GET /api/user/v1/accounts?email=…` or `?lms_user_id=…` (staff only): a retired email
+/// answers 404 with `error_msg`, `can_cancel_retirement` (requested within
+/// [`LMS_COOL_OFF_DAYS`]) and `retirement_id` (only when cancellable), as upstream's view.
+pub(super) async fn lms_accounts(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let store = match lms_gate(&state, &headers, "GET", "/api/user/v1/accounts") {
+        Ok(store) => store,
+        Err(code) => return code.into_response(),
+    };
+    let account = |u: &FakeUser| serde_json::json!([{"id": u.id, "username": u.username, "email": u.email, "name": u.name}]);
+    if let Some(email) = query.get("email") {
+        if let Ok(r) = store.find_by_email(email).await {
+            let cancellable =
+                r.created() > state.clock.now() - chrono::TimeDelta::days(LMS_COOL_OFF_DAYS);
+            return (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({
+                    "error_msg": "This email is associated to a retired account.",
+                    "can_cancel_retirement": cancellable,
+                    "retirement_id": if cancellable { Some(r.id().0) } else { None },
+                })),
+            )
+                .into_response();
+        }
+        let users = state.lock().users.clone();
+        return match users.iter().find(|u| u.email.eq_ignore_ascii_case(email)) {
+            Some(u) => axum::Json(account(u)).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
+    if let Some(id) = query.get("lms_user_id") {
+        let Ok(id) = id.parse::<i64>() else {
+            return StatusCode::BAD_REQUEST.into_response();
+        };
+        if let Ok(r) = store.find_by_user_id(id).await {
+            let body = serde_json::json!([{"id": id, "username": r.original().username}]);
+            return axum::Json(body).into_response();
+        }
+        let users = state.lock().users.clone();
+        return match users.iter().find(|u| u.id == id) {
+            Some(u) => axum::Json(account(u)).into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        };
+    }
+    StatusCode::BAD_REQUEST.into_response()
+}
+
+/// `POST /v1/accounts/bulk_retire_users`: `usernames` as one comma-separated string; each
+/// known user not yet queued is queued (PENDING); always 200 with the successes and failures.
+pub(super) async fn lms_bulk_retire(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let store = match lms_gate(&state, &headers, "POST", "/v1/accounts/bulk_retire_users") {
+        Ok(store) => store,
+        Err(code) => return code.into_response(),
+    };
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let Some(list) = json["usernames"].as_str() else {
+        return bare(400, "usernames is required");
+    };
+    let ids = match retirement_core::RetiredIdConfig::new(vec!["fake-lms-salt".into()]) {
+        Ok(ids) => ids,
+        Err(e) => return bare(500, e.to_string()),
+    };
+    let users = state.lock().users.clone();
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let Some(user) = users.iter().find(|u| u.username == name) else {
+            failed.push(name.to_owned());
+            continue;
+        };
+        let request = retirement_store::NewRetirement::new(
+            retirement_core::OriginalIdentity {
+                username: user.username.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+            },
+            Some(user.id),
+            &ids,
+        );
+        match store.enqueue(request, state.clock.now()).await {
+            Ok(_) => ok.push(name.to_owned()),
+            Err(_) => failed.push(name.to_owned()),
+        }
+    }
+    ok.sort();
+    axum::Json(serde_json::json!({
+        "successful_user_retirements": ok,
+        "failed_user_retirements": failed,
+    }))
+    .into_response()
+}
+
+impl FakeEdx {
+    /// Adds a user account to the fake LMS (for the account lookup and bulk retirement).
+    pub fn add_user(&self, user: FakeUser) {
+        self.lock().users.push(user);
+    }
+}

@@ -23,6 +23,7 @@ pub use vendors::{
 
 use faults::around_answers;
 use in_process::InProcess;
+pub use lms::{FakeUser, LMS_COOL_OFF_DAYS};
 use lms::{lms_by_date, lms_cancel, lms_cleanup, lms_queue, lms_status, lms_update};
 use steps::step;
 use tokens::issue_token;
@@ -162,6 +163,8 @@ struct Shared {
     customers: HashMap<String, serde_json::Value>,
     /// The third-party vendors' data.
     vendors: VendorData,
+    /// The LMS's user accounts (the account lookup, bulk retirement).
+    users: Vec<FakeUser>,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -325,6 +328,8 @@ impl FakeEdx {
                 post(lms_cleanup),
             )
             .route(&format!("{accounts}/cancel_retirement/"), post(lms_cancel))
+            .route(accounts, get(lms::lms_accounts))
+            .route("/v1/accounts/bulk_retire_users", post(lms::lms_bulk_retire))
             .route(
                 "/api/v2/enterprise-catalogs/{catalog}/get_content_metadata/",
                 get(enterprise::content_metadata),

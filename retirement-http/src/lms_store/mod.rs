@@ -59,6 +59,9 @@ pub struct LmsStore {
     local: Mutex<Local>,
     /// The shared lease table between hosts (`lease_store:`), when there is one.
     leases: Option<Arc<dyn LeaseTable>>,
+    /// Every state of the pipeline, for finding a learner by retirement id (the LMS looks
+    /// learners up by username only).
+    states: Vec<String>,
 }
 
 impl std::fmt::Debug for LmsStore {
@@ -106,6 +109,7 @@ impl LmsStore {
             lms,
             local: Mutex::new(Local::default()),
             leases: None,
+            states: Vec::new(),
         })
     }
 
@@ -116,6 +120,78 @@ impl LmsStore {
         LmsStore {
             leases: Some(leases),
             ..self
+        }
+    }
+
+    /// The same store told the pipeline's states, so a learner found by retirement id alone
+    /// (the LMS's account lookup by email names only that) can be listed and read.
+    pub fn with_states(self, states: Vec<String>) -> LmsStore {
+        LmsStore { states, ..self }
+    }
+
+    /// Queues learners through the LMS's `bulk_retire_users` (what MITx Online uses): each by
+    /// username, as the LMS's own deactivation does. Returns the usernames queued and those
+    /// the LMS refused (unknown, or already queued). Names are sent once each (upstream counts
+    /// a name listed twice as failed, defect D8).
+    pub async fn bulk_retire(&self, usernames: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+        let mut unique: Vec<String> = Vec::with_capacity(usernames.len());
+        for name in usernames {
+            let name = name.trim();
+            if !name.is_empty() && !unique.iter().any(|u| u == name) {
+                unique.push(name.to_owned());
+            }
+        }
+        if unique.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let (status, body) = self
+            .request(
+                reqwest::Method::POST,
+                "v1/accounts/bulk_retire_users",
+                &[],
+                Some(serde_json::json!({ "usernames": unique.join(",") })),
+            )
+            .await?;
+        match status {
+            200..=299 => {
+                let json: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| StoreError::Lms {
+                        status,
+                        message: format!("unreadable bulk retirement answer: {e}"),
+                    })?;
+                let names = |key: &str| -> Vec<String> {
+                    json.get(key)
+                        .and_then(|v| v.as_array())
+                        .map(|items| {
+                            items
+                                .iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                Ok((
+                    names("successful_user_retirements"),
+                    names("failed_user_retirements"),
+                ))
+            }
+            403 => Err(StoreError::Lms {
+                status,
+                message: "bulk_retire_users needs the retirement worker \
+                          (RETIREMENT_SERVICE_WORKER_USERNAME), a superuser, or staff with the \
+                          permission user_api.add_userretirementrequest"
+                    .into(),
+            }),
+            404 => Err(StoreError::Lms {
+                status,
+                message: "bulk_retire_users is off on this LMS: it is served only with \
+                          FEATURES['ENABLE_BULK_USER_RETIREMENT']"
+                    .into(),
+            }),
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            }),
         }
     }
 
@@ -323,14 +399,108 @@ impl RetirementStore for LmsStore {
     }
 
     async fn get(&self, id: RetirementId) -> Result<Retirement> {
-        let username = self.username_of(id)?;
+        let username = match self.username_of(id) {
+            Ok(username) => username,
+            // Not listed yet: list every state of the pipeline once (an admin lookup).
+            Err(e) if !self.states.is_empty() => {
+                let query = QueueQuery {
+                    states: self.states.clone(),
+                    cool_off_days: 0,
+                    limit: None,
+                };
+                self.list_queue(&query).await?;
+                self.username_of(id).map_err(|_| e)?
+            }
+            Err(e) => return Err(e),
+        };
         self.find_by_username(&username).await
     }
 
-    async fn find_by_email(&self, _original_email: &str) -> Result<Retirement> {
-        // The LMS API has no lookup by email; its management command
-        // `cancel_user_retirement_request` does this inside the LMS.
-        Err(unsupported("lookup by email"))
+    async fn find_by_email(&self, original_email: &str) -> Result<Retirement> {
+        // The staff account lookup: a retired email answers 404 with the retirement's id
+        // (while it can still be cancelled, within the LMS's COOL_OFF_DAYS).
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                ACCOUNTS,
+                &[("email", original_email.to_owned())],
+                None,
+            )
+            .await?;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        match status {
+            200..=299 => Err(StoreError::NotFound {
+                what: "that email address (the LMS has an active account with it)".into(),
+            }),
+            403 => Err(StoreError::Lms {
+                status,
+                message: "the account lookup by email needs a staff worker (is_staff on the \
+                          retirement service user)"
+                    .into(),
+            }),
+            404 => match json.get("retirement_id").and_then(|v| v.as_i64()) {
+                Some(id) => self.get(RetirementId(id)).await,
+                None if json.get("error_msg").is_some() => Err(StoreError::Lms {
+                    status,
+                    message: "This email is associated to a retired account. The LMS names the \
+                              retirement only while it can be cancelled (within its \
+                              COOL_OFF_DAYS); look the learner up by username or user id"
+                        .into(),
+                }),
+                None => Err(StoreError::NotFound {
+                    what: "that email address".into(),
+                }),
+            },
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            }),
+        }
+    }
+
+    async fn find_by_user_id(&self, lms_user_id: i64) -> Result<Retirement> {
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                ACCOUNTS,
+                &[("lms_user_id", lms_user_id.to_string())],
+                None,
+            )
+            .await?;
+        match status {
+            200..=299 => {
+                let json: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| StoreError::Lms {
+                        status,
+                        message: format!("unreadable account: {e}"),
+                    })?;
+                let account = match &json {
+                    serde_json::Value::Array(items) => items.first(),
+                    other => Some(other),
+                };
+                // The current username: the LMS's status lookup takes the hashed one too.
+                let username = account
+                    .and_then(|a| a.get("username"))
+                    .and_then(|u| u.as_str())
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: format!("LMS user {lms_user_id}"),
+                    })?;
+                self.find_by_username(username).await
+            }
+            403 => Err(StoreError::Lms {
+                status,
+                message: "the account lookup by user id needs a staff worker (is_staff on the \
+                          retirement service user)"
+                    .into(),
+            }),
+            400 | 404 => Err(StoreError::NotFound {
+                what: format!("LMS user {lms_user_id}"),
+            }),
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            }),
+        }
     }
 
     async fn find_by_username(&self, original_username: &str) -> Result<Retirement> {
@@ -554,6 +724,14 @@ impl RetirementStore for LmsStore {
                         state,
                     }
                     .into());
+                }
+                if status == 403 {
+                    return Err(StoreError::Lms {
+                        status,
+                        message: "cancel_retirement needs a superuser, or staff with the \
+                                  permission user_api.change_userretirementstatus"
+                            .into(),
+                    });
                 }
                 Err(StoreError::Lms {
                     status,
