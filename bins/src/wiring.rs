@@ -26,6 +26,8 @@ pub struct Wired {
     pub sql: Option<Arc<DieselStore>>,
     /// The HTTP clients, when the config names an LMS (or other services).
     pub clients: Option<Arc<ServiceClients>>,
+    /// The LMS store, when the LMS is the store (its own admin calls: bulk requests).
+    pub lms: Option<Arc<LmsStore>>,
 }
 
 /// 64 random bits from the OS (std seeds `RandomState` from it): tombstone nonces and jitter
@@ -133,10 +135,15 @@ pub async fn wire_as(config: &Config, worker: &str) -> Result<Wired, CliError> {
         if let Some(url) = &config.lease_store {
             store = store.with_leases(open_sql(url).await?);
         }
+        if config.retirement_pipeline.is_some() {
+            store = store.with_states(config.desired_states()?);
+        }
+        let store = Arc::new(store);
         return Ok(Wired {
-            store: Arc::new(store),
+            store: store.clone(),
             sql: None,
             clients: Some(clients),
+            lms: Some(store),
         });
     }
     if config.lease_store.is_some() {
@@ -150,6 +157,7 @@ pub async fn wire_as(config: &Config, worker: &str) -> Result<Wired, CliError> {
         store: sql.clone(),
         sql: Some(sql),
         clients,
+        lms: None,
     })
 }
 

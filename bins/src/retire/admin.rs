@@ -30,12 +30,36 @@ pub(crate) struct QueueArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "email", "user_id"])))]
 pub(crate) struct StatusArgs {
     /// The learner's original username (exact case).
-    username: String,
+    username: Option<String>,
+    /// Find the learner by original email instead (any case). With `store: lms`, through
+    /// the LMS's staff account lookup, which names a retirement only while it can still be
+    /// cancelled.
+    #[arg(long)]
+    email: Option<String>,
+    /// Find the learner by LMS user id instead.
+    #[arg(long)]
+    user_id: Option<i64>,
     /// Print the record as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoneArgs {
+    /// The learner's original username (exact case).
+    username: String,
+    /// The manual stage's working state (e.g. RETIRING_SALESFORCE) the learner waits in.
+    #[arg(long)]
+    stage: String,
+    /// What was done (written to the learner's log).
+    #[arg(long)]
+    reason: String,
+    /// Who did it (default $USER; written to the learner's log).
+    #[arg(long)]
+    operator: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -93,8 +117,9 @@ pub(crate) struct CancelArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("who").required(true).args(["username", "csv"])))]
 pub(crate) struct RequestArgs {
-    /// One learner's original username.
-    #[arg(long, requires = "email")]
+    /// One learner's original username (with `store: lms`, the username alone: the LMS
+    /// knows the rest).
+    #[arg(long)]
     username: Option<String>,
     /// Their email address.
     #[arg(long)]
@@ -255,7 +280,7 @@ pub(crate) async fn waiting_learners(
 }
 
 /// The `status` text of one retirement (no original username, email or name).
-pub(crate) fn render_status(r: &Retirement) -> String {
+pub(crate) fn render_status(r: &Retirement, wait: Option<&retirement_core::Wait>) -> String {
     let mut out = String::new();
     let p = r.parts();
     let _ = writeln!(out, "retirement:       {}", r.id());
@@ -276,6 +301,9 @@ pub(crate) fn render_status(r: &Retirement) -> String {
         "modified:         {}",
         r.modified().format("%Y-%m-%d %H:%M:%S UTC")
     );
+    if let Some(wait) = wait {
+        let _ = writeln!(out, "waiting:          {wait}");
+    }
     let _ = writeln!(out, "log:");
     for entry in r.log() {
         let from = entry.from.as_deref().unwrap_or("(new)");
@@ -296,7 +324,18 @@ pub(crate) fn render_status(r: &Retirement) -> String {
 
 pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliError> {
     let wired = wiring::wire(config).await?;
-    let r = wired.store.find_by_username(&args.username).await?;
+    let r = find(
+        &wired,
+        args.username.as_deref(),
+        args.email.as_deref(),
+        args.user_id,
+    )
+    .await?;
+    let wait = wired
+        .store
+        .wait_of(r.id())
+        .await?
+        .filter(|w| w.applies_to(&r));
     if args.json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -308,6 +347,8 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             last_state: &'a str,
             requested: String,
             modified: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            waiting_on: Option<&'a retirement_core::Wait>,
             log: &'a [retirement_core::LogEntry],
         }
         let p = r.parts();
@@ -320,6 +361,7 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             last_state: r.last_state(),
             requested: r.created().to_rfc3339(),
             modified: r.modified().to_rfc3339(),
+            waiting_on: wait.as_ref(),
             log: r.log(),
         };
         println!(
@@ -327,8 +369,82 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
-        print!("{}", render_status(&r));
+        print!("{}", render_status(&r, wait.as_ref()));
     }
+    Ok(exit::OK)
+}
+
+/// One learner by original username, original email or LMS user id.
+pub(crate) async fn find(
+    wired: &wiring::Wired,
+    username: Option<&str>,
+    email: Option<&str>,
+    user_id: Option<i64>,
+) -> Result<Retirement, CliError> {
+    let found = match (username, email, user_id) {
+        (Some(username), _, _) => wired.store.find_by_username(username).await,
+        (None, Some(email), _) => wired.store.find_by_email(email).await,
+        (None, None, Some(id)) => wired.store.find_by_user_id(id).await,
+        (None, None, None) => {
+            return Err(CliError::Usage(
+                "name the learner: USERNAME, --email or --user-id".into(),
+            ));
+        }
+    };
+    found.map_err(|e| match e {
+        // Never echo what was looked up: it is the learner's original username or email.
+        StoreError::NotFound { .. } if username.is_some() || email.is_some() => {
+            CliError::Refused("No retirement matches that learner.".into())
+        }
+        e => e.into(),
+    })
+}
+
+/// `retire done`: marks a person's manual stage finished, audited like a reset.
+pub(crate) async fn done(config: &Config, args: DoneArgs) -> Result<u8, CliError> {
+    let why = Override {
+        operator: operator(args.operator)?,
+        reason: args.reason,
+    };
+    let wired = wiring::wire(config).await?;
+    let pipeline = wiring::pipeline(config, &wired).await?;
+    let Some(stage) = pipeline
+        .stages()
+        .iter()
+        .find(|s| s.working_state == args.stage)
+    else {
+        return Err(CliError::Usage(format!(
+            "{} is not a working state of the pipeline",
+            args.stage
+        )));
+    };
+    if stage.kind != retirement_core::StageKind::Manual {
+        return Err(CliError::Refused(format!(
+            "{} ({} {}) is not a manual stage: its service finishes it; use `retire reset` to \
+             move a learner by hand",
+            stage.working_state, stage.service, stage.operation
+        )));
+    }
+    let before = wired.store.find_by_username(&args.username).await?;
+    if before.current_state() != stage.working_state {
+        return Err(CliError::Refused(format!(
+            "{} is in {}, not in {}: nothing to mark",
+            describe(&before),
+            before.current_state(),
+            stage.working_state
+        )));
+    }
+    let after = wired
+        .store
+        .force(before.id(), &stage.complete_state, &why, Utc::now())
+        .await?;
+    println!(
+        "{}: {} done by {}, now {}; the next `retire run` goes on from there",
+        describe(&after),
+        stage.service,
+        why.operator,
+        after.current_state()
+    );
     Ok(exit::OK)
 }
 
@@ -494,11 +610,19 @@ fn read_csv(path: &PathBuf) -> Result<Vec<RequestRow>, CliError> {
 }
 
 pub(crate) async fn request(config: &Config, args: RequestArgs) -> Result<u8, CliError> {
+    if config.store == LMS_STORE {
+        return request_lms(config, args).await;
+    }
     let ids = config
         .retired_ids()
         .map_err(|m| config.error("retired_id", m))?;
     let rows = match (&args.csv, args.username, args.email) {
         (Some(path), _, _) => read_csv(path)?,
+        (None, Some(_), None) => {
+            return Err(CliError::Usage(
+                "the standalone store needs --email with --username".into(),
+            ));
+        }
         (None, Some(username), Some(email)) => vec![RequestRow {
             line: 0,
             original: OriginalIdentity {
@@ -514,11 +638,6 @@ pub(crate) async fn request(config: &Config, args: RequestArgs) -> Result<u8, Cl
             ));
         }
     };
-    if config.store == LMS_STORE {
-        return Err(CliError::Usage(
-            "the LMS store queues learners itself (deactivate_logout); `request` is for the standalone store".into(),
-        ));
-    }
     let wired = wiring::wire(config).await?;
     let (mut queued, mut already) = (0u64, 0u64);
     for row in rows {
@@ -587,4 +706,59 @@ pub(crate) async fn db(config: &Config, command: DbCommand) -> Result<u8, CliErr
         println!("{}: applied {}", store.redacted_url(), applied.join(", "));
     }
     Ok(exit::OK)
+}
+
+/// `retire request` with `store: lms`: the LMS's `bulk_retire_users`, by username (a CSV's
+/// first column). The LMS answers with usernames: only counts and line numbers are printed.
+async fn request_lms(config: &Config, args: RequestArgs) -> Result<u8, CliError> {
+    let rows: Vec<(usize, String)> = match (&args.csv, &args.username) {
+        (Some(path), _) => read_usernames(path)?,
+        (None, Some(username)) => vec![(0, username.clone())],
+        _ => return Err(CliError::Usage("give --username, or --csv".into())),
+    };
+    let wired = wiring::wire(config).await?;
+    let Some(lms) = &wired.lms else {
+        return Err(config.error("store", "`lms` needs base_urls.lms"));
+    };
+    let usernames: Vec<String> = rows.iter().map(|(_, u)| u.clone()).collect();
+    let (queued, failed) = lms.bulk_retire(&usernames).await?;
+    for (line, username) in &rows {
+        if failed.contains(username) {
+            let at = if *line > 0 {
+                format!("line {line}")
+            } else {
+                "the learner".into()
+            };
+            eprintln!("retire: {at}: the LMS did not queue it (no such user, or already queued)");
+        }
+    }
+    println!("queued {}, not queued {}", queued.len(), failed.len());
+    Ok(if failed.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
+/// The usernames of a request CSV (first column; a header row is skipped), with line numbers.
+fn read_usernames(path: &PathBuf) -> Result<Vec<(usize, String)>, CliError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut rows = Vec::new();
+    for (index, record) in reader.records().enumerate() {
+        let line = index + 1;
+        let record = record.map_err(|_| {
+            CliError::Usage(format!("{}: line {line}: not valid CSV", path.display()))
+        })?;
+        let username = record.get(0).unwrap_or("").to_owned();
+        if username.is_empty() || (line == 1 && username.eq_ignore_ascii_case("username")) {
+            continue;
+        }
+        rows.push((line, username));
+    }
+    Ok(rows)
 }

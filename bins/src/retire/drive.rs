@@ -76,8 +76,11 @@ Exit status (tubular's codes, as the OS reports them):
   249  (-7) no config, or an unreadable or invalid one")]
 pub(crate) struct LearnerArgs {
     /// The learner's original username (exact case).
-    #[arg(value_name = "USERNAME", required_unless_present = "username")]
+    #[arg(value_name = "USERNAME", required_unless_present_any = ["username", "user_id"])]
     positional: Option<String>,
+    /// Find the learner by LMS user id instead of username.
+    #[arg(long, conflicts_with_all = ["positional", "username"])]
+    user_id: Option<i64>,
     /// The same, as tubular's flag.
     #[arg(
         long,
@@ -193,6 +196,9 @@ pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Resu
     let wired = wiring::wire_as(config, &options.worker).await?;
     let pipeline = wiring::pipeline(config, &wired).await?;
     let steps = wiring::steps(config, &wired, &pipeline).await?;
+    for warning in wiring::pipeline_warnings(config, &pipeline) {
+        tracing::warn!("{warning}");
+    }
     let runner = Runner::new(wired.store.clone(), steps, pipeline, options);
     if let Some(threshold) = args
         .user_count_error_threshold
@@ -301,10 +307,11 @@ fn process_cpu_seconds() -> Option<f64> {
 /// tubular's `retire_one_learner` on one learner; returns tubular's OS status.
 pub(crate) async fn learner(global: &Global, args: LearnerArgs) -> Result<u8, CliError> {
     let status = |s: ExitStatus| s.os_status();
-    let Some(username) = args.positional.or(args.username) else {
-        eprintln!("retire: a username is required");
+    let username = args.positional.or(args.username);
+    if username.is_none() && args.user_id.is_none() {
+        eprintln!("retire: a username (or --user-id) is required");
         return Ok(status(ExitStatus::BadConfig));
-    };
+    }
     if global.config.is_none() {
         eprintln!("No config file passed in.");
         return Ok(status(ExitStatus::BadConfig));
@@ -333,7 +340,15 @@ pub(crate) async fn learner(global: &Global, args: LearnerArgs) -> Result<u8, Cl
             return Ok(status(ExitStatus::SetupFailed));
         }
     };
-    let retirement = match wired.store.find_by_username(&username).await {
+    for warning in wiring::pipeline_warnings(&config, &pipeline) {
+        tracing::warn!("{warning}");
+    }
+    let found = match (&username, args.user_id) {
+        (Some(username), _) => wired.store.find_by_username(username).await,
+        (None, Some(id)) => wired.store.find_by_user_id(id).await,
+        (None, None) => unreachable!("checked above"),
+    };
+    let retirement = match found {
         Ok(r) => r,
         Err(StoreError::NotFound { .. }) => {
             eprintln!(

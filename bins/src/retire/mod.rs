@@ -31,6 +31,18 @@ Exit status:
 state), 253 (-3 working state), 252 (-4 error while retiring), 251 (-5 not found),
 250 (-6 unknown state), 249 (-7 bad config).";
 
+/// The exit statuses, then every built-in stage and connector (`--help`).
+fn long_help() -> String {
+    let mut text = format!("{EXIT_CODES}\n\nBuilt-in stages (SERVICE operation):\n");
+    text.push_str(&retirement_http::catalog::help_text());
+    text.push_str("Third-party connectors (set up under connectors:):\n");
+    for (service, operation, follows) in retirement_http::connectors::vendors::BUILT_IN {
+        text.push_str(&format!("  {service} {operation}  ({follows})\n"));
+    }
+    text.push_str("Other services: describe them under services: (see docs/connectors.md).");
+    text
+}
+
 /// Retire learners (GDPR erasure) from Open edX and your own services.
 ///
 /// Reads tubular's YAML config (`--config`) unchanged, plus this tool's keys. The store is a
@@ -38,7 +50,13 @@ state), 253 (-3 working state), 252 (-4 error while retiring), 251 (-5 not found
 /// workers, or `lms` to use a real Open edX LMS's API as the store. Logs go to stderr and name
 /// learners by retirement id or retired username only.
 #[derive(Debug, Parser)]
-#[command(name = "retire", version, term_width = 100, after_help = EXIT_CODES)]
+#[command(
+    name = "retire",
+    version,
+    term_width = 100,
+    after_help = EXIT_CODES,
+    after_long_help = long_help()
+)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
@@ -103,13 +121,17 @@ enum Command {
     /// Move every learner in one state, requested within a date window, to another state
     /// (`--to`) or back to where the driver can resume (`--rewind`). All or nothing.
     Rerun(admin::RerunArgs),
-    /// Cancel a PENDING retirement by the learner's email address.
+    /// Cancel a PENDING retirement by the learner's email address (with `store: lms`,
+    /// through the LMS's staff account lookup and cancel_retirement).
     Cancel(admin::CancelArgs),
+    /// Mark a manual stage (a person's task, e.g. Salesforce's) done for one learner,
+    /// audited: the learner moves on to the stage's completion state.
+    Done(admin::DoneArgs),
     /// Archive COMPLETE learners (gzip JSON lines), then redact and delete their statuses,
     /// in batches.
     Cleanup(cleanup::CleanupArgs),
-    /// Queue learners for retirement (standalone store): one, or a CSV of
-    /// username,email[,name[,lms_user_id]].
+    /// Queue learners for retirement: one, or a CSV of username,email[,name[,lms_user_id]]
+    /// (with `store: lms`, usernames through the LMS's bulk_retire_users).
     Request(admin::RequestArgs),
     /// Manage the state table.
     States {
@@ -166,6 +188,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Reset(args) => admin::reset(&config()?, args).await,
         Command::Rerun(args) => admin::rerun(&config()?, args).await,
         Command::Cancel(args) => admin::cancel(&config()?, args).await,
+        Command::Done(args) => admin::done(&config()?, args).await,
         Command::Cleanup(args) => cleanup::cleanup(&config()?, args).await,
         Command::Request(args) => admin::request(&config()?, args).await,
         Command::States { command } => admin::states(&config()?, command).await,

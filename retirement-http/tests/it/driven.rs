@@ -67,6 +67,9 @@ async fn drive(
                 now = at.max(now + TimeDelta::milliseconds(1));
                 machine.handle_input(now, Input::Tick).unwrap();
             }
+            Action::Park { .. } | Action::PollJob { .. } => {
+                unreachable!("the six-stage pipeline has no job or manual stage")
+            }
             Action::Finish(outcome) => return outcome,
         }
     }

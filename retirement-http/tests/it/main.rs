@@ -91,6 +91,10 @@ async fn generic_services_fill_their_template() {
         path: "/api/discussion/v1/accounts/retire_forum".into(),
         method: "POST".into(),
         body_template: serde_json::json!({"username": "{username}", "id": "{lms_user_id}", "note": "user {lms_user_id}"}),
+        auth: None,
+        request: None,
+        lookup: None,
+        not_found: Vec::new(),
     };
     let mut base_urls = BTreeMap::new();
     base_urls.insert("lms".to_string(), fake.base_url());

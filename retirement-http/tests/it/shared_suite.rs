@@ -115,6 +115,34 @@ impl RetirementStore for Clocked {
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.lms.release(lease).await
     }
+    async fn find_by_user_id(&self, lms_user_id: i64) -> Result<Retirement> {
+        self.lms.find_by_user_id(lms_user_id).await
+    }
+    async fn park(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        wait: &retirement_core::Wait,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<retirement_core::Wait> {
+        self.lms.park(id, lease, wait, note, now).await
+    }
+    async fn release_until(
+        &self,
+        id: RetirementId,
+        lease: Option<&Lease>,
+        until: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.lms.release_until(id, lease, until, now).await
+    }
+    async fn wait_of(&self, id: RetirementId) -> Result<Option<retirement_core::Wait>> {
+        self.lms.wait_of(id).await
+    }
+    async fn waits(&self) -> Result<Vec<(RetirementId, retirement_core::Wait)>> {
+        self.lms.waits().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
