@@ -48,9 +48,17 @@ pub(crate) struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "retirement_id", "user_id"])))]
 pub(crate) struct DoneArgs {
     /// The learner's original username (exact case).
-    username: String,
+    username: Option<String>,
+    /// The learner by retirement id instead (`retire queue` lists it beside the retired
+    /// username a vendor's task names).
+    #[arg(long)]
+    retirement_id: Option<i64>,
+    /// The learner by LMS user id instead.
+    #[arg(long)]
+    user_id: Option<i64>,
     /// The manual stage's working state (e.g. RETIRING_SALESFORCE) the learner waits in.
     #[arg(long)]
     stage: String,
@@ -425,7 +433,10 @@ pub(crate) async fn done(config: &Config, args: DoneArgs) -> Result<u8, CliError
             stage.working_state, stage.service, stage.operation
         )));
     }
-    let before = wired.store.find_by_username(&args.username).await?;
+    let before = match args.retirement_id {
+        Some(id) => wired.store.get(retirement_core::RetirementId(id)).await?,
+        None => find(&wired, args.username.as_deref(), None, args.user_id).await?,
+    };
     if before.current_state() != stage.working_state {
         return Err(CliError::Refused(format!(
             "{} is in {}, not in {}: nothing to mark",

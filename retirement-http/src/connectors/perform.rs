@@ -152,7 +152,7 @@ impl ServiceClients {
                             Ok(None) => {
                                 return CallOutcome::Done {
                                     message: format!(
-                                        "{name}: the lookup found no record of this learner; nobody needs to act"
+                                        "{name}: the lookup found no record of this learner; nothing to erase, nobody to ask"
                                     ),
                                 };
                             }

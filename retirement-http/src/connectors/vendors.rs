@@ -513,7 +513,7 @@ impl Salesforce {
                     url: format!("{data}/sobjects/Task"),
                     json: Some(json!({
                         "Subject": "GDPR erasure request",
-                        "Description": "Erase this Lead's personal data under the learner's right to erasure, then mark the stage done: retire done {retired_username} --stage <working state> --reason <what you did>.",
+                        "Description": "Right-to-erasure request for retired learner {retired_username}: erase this Lead's personal data, then tell the retirement operator, who marks the Salesforce stage done (retire done).",
                         "WhoId": "{found}",
                         "OwnerId": self.assignee_id,
                     })),

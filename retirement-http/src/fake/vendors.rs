@@ -30,6 +30,11 @@ pub(super) const PREFIXES: &[&str] = &[
     "/salesforce/",
 ];
 
+/// How long the connectors set up against the fake wait to fill a batch, in seconds.
+pub const BATCH_WAIT: f64 = 0.2;
+/// How often the connectors set up against the fake poll a job, in seconds.
+pub const POLL_EVERY: f64 = 1.0;
+
 /// Braze: at most 50 ids per `users/delete` request.
 pub const BRAZE_MAX_IDS: usize = 50;
 /// Segment: at most 5,000 subject ids per regulation.
@@ -73,8 +78,8 @@ pub struct VendorData {
     pub segment_regulations: BTreeMap<String, (Vec<String>, String)>,
     /// Amplitude deletion jobs by day: user ids and status.
     pub amplitude_jobs: BTreeMap<String, (Vec<String>, String)>,
-    /// How many polls a vendor job takes to finish (Segment, Amplitude); 0 means never (a
-    /// test sets the status itself).
+    /// The poll on which a vendor job finishes (Segment, Amplitude): 0 and 1 both mean the
+    /// first; `u32::MAX`, never.
     pub polls_to_finish: u32,
     /// Polls of each job so far.
     pub polls: BTreeMap<String, u32>,
@@ -345,7 +350,7 @@ pub(super) async fn segment_status(
     match vendors.segment_regulations.get_mut(&id) {
         Some((_, status)) => {
             let running = matches!(status.as_str(), "INITIALIZED" | "RUNNING");
-            if running && finish > 0 && polls >= finish {
+            if running && polls >= finish {
                 *status = "FINISHED".into();
             } else if running {
                 *status = "RUNNING".into();
@@ -405,7 +410,7 @@ pub(super) async fn amplitude_jobs(
             *n
         };
         if let Some((ids, status)) = vendors.amplitude_jobs.get_mut(&day) {
-            if finish > 0 && polls >= finish {
+            if polls >= finish {
                 *status = "done".into();
             } else if status.as_str() == "staging" {
                 *status = "submitted".into();
@@ -768,10 +773,10 @@ impl FakeEdx {
     pub fn vendor_connectors(&self) -> Vec<Connector> {
         let base = self.base_url();
         let mut connectors: Vec<Connector> = [
-            ("BRAZE", serde_json::json!({"api_url": format!("{base}/braze"), "api_key": self.state.config.braze_api_key})),
-            ("AMPLITUDE", serde_json::json!({"api_url": format!("{base}/amplitude"), "api_key": AMPLITUDE_API_KEY, "secret_key": AMPLITUDE_SECRET_KEY})),
+            ("BRAZE", serde_json::json!({"api_url": format!("{base}/braze"), "api_key": self.state.config.braze_api_key, "batch_wait_seconds": BATCH_WAIT})),
+            ("AMPLITUDE", serde_json::json!({"api_url": format!("{base}/amplitude"), "api_key": AMPLITUDE_API_KEY, "secret_key": AMPLITUDE_SECRET_KEY, "batch_wait_seconds": BATCH_WAIT, "poll_every_seconds": POLL_EVERY})),
             ("HUBSPOT", serde_json::json!({"api_url": format!("{base}/hubspot"), "access_token": HUBSPOT_TOKEN})),
-            ("SEGMENT", serde_json::json!({"api_url": format!("{base}/segment"), "token": SEGMENT_TOKEN})),
+            ("SEGMENT", serde_json::json!({"api_url": format!("{base}/segment"), "token": SEGMENT_TOKEN, "batch_wait_seconds": BATCH_WAIT, "poll_every_seconds": POLL_EVERY})),
             ("SALESFORCE_MARKETING_CLOUD", serde_json::json!({"subdomain": "fake", "client_id": SFMC_CLIENT.0, "client_secret": SFMC_CLIENT.1, "auth_url": format!("{base}/sfmc"), "rest_url": format!("{base}/sfmc")})),
             ("SALESFORCE", serde_json::json!({"instance_url": format!("{base}/salesforce"), "client_id": SALESFORCE_CLIENT.0, "client_secret": SALESFORCE_CLIENT.1, "assignee_id": SALESFORCE_CLIENT.2})),
         ]

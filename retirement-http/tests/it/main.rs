@@ -1,6 +1,7 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
 mod bad_input;
+mod connectors;
 mod driven;
 mod enterprise_expiry;
 mod lms_store;
