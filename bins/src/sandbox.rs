@@ -20,6 +20,97 @@ use crate::wiring::random_u64;
 /// The salt the sandbox's retired identifiers are hashed with.
 pub const SALT: &str = "sandbox-salt";
 
+/// Every erasure stream (`retire demo --services all`): the LMS's stages, credentials, every
+/// third-party connector, the edX fork's services described by config, and the LMS's own
+/// retirement last.
+pub const ALL_SERVICES: &[[&str; 4]] = &[
+    [
+        "RETIRING_FORUMS",
+        "FORUMS_COMPLETE",
+        "LMS",
+        "retirement_retire_forum",
+    ],
+    [
+        "RETIRING_ENROLLMENTS",
+        "ENROLLMENTS_COMPLETE",
+        "LMS",
+        "retirement_unenroll",
+    ],
+    [
+        "RETIRING_NOTES",
+        "NOTES_COMPLETE",
+        "LMS",
+        "retirement_retire_notes",
+    ],
+    [
+        "RETIRING_CREDENTIALS",
+        "CREDENTIALS_COMPLETE",
+        "CREDENTIALS",
+        "retire_learner",
+    ],
+    [
+        "RETIRING_SEGMENT",
+        "SEGMENT_COMPLETE",
+        "SEGMENT",
+        "delete_and_suppress_learner",
+    ],
+    [
+        "RETIRING_AMPLITUDE",
+        "AMPLITUDE_COMPLETE",
+        "AMPLITUDE",
+        "delete_user",
+    ],
+    ["RETIRING_BRAZE", "BRAZE_COMPLETE", "BRAZE", "delete_user"],
+    [
+        "RETIRING_HUBSPOT",
+        "HUBSPOT_COMPLETE",
+        "HUBSPOT",
+        "delete_user",
+    ],
+    [
+        "RETIRING_SFMC",
+        "SFMC_COMPLETE",
+        "SALESFORCE_MARKETING_CLOUD",
+        "delete_contact",
+    ],
+    [
+        "RETIRING_SALESFORCE",
+        "SALESFORCE_COMPLETE",
+        "SALESFORCE",
+        "retire_learner",
+    ],
+    [
+        "RETIRING_RED_VENTURES",
+        "RED_VENTURES_COMPLETE",
+        "RED_VENTURES",
+        "delete_user",
+    ],
+    [
+        "RETIRING_COMMERCE",
+        "COMMERCE_COMPLETE",
+        "COMMERCE_COORDINATOR",
+        "retire_learner",
+    ],
+    [
+        "RETIRING_CERTIFICATES",
+        "CERTIFICATES_COMPLETE",
+        "LMS_CERTIFICATES",
+        "retire_certs_s3_for_user",
+    ],
+    [
+        "RETIRING_LMS_MISC",
+        "LMS_MISC_COMPLETE",
+        "LMS",
+        "retirement_lms_retire_misc",
+    ],
+    [
+        "RETIRING_LMS",
+        "LMS_COMPLETE",
+        "LMS",
+        "retirement_lms_retire",
+    ],
+];
+
 /// How to build a [`Sandbox`].
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -40,9 +131,42 @@ pub struct SandboxOptions {
     pub serve_lms: bool,
     /// The fake refuses an LMS step call for a learner outside that step's working state.
     pub guard_steps: bool,
+    /// The pipeline's rows (default the six-stage example); the store gets its states.
+    pub pipeline: &'static [[&'static str; 4]],
 }
 
 impl SandboxOptions {
+    /// The state table of the pipeline: PENDING, each stage's pair, the end states.
+    pub fn states(&self) -> Vec<String> {
+        if std::ptr::eq(self.pipeline, SIX_STAGE_EXAMPLE) {
+            return SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
+        }
+        let mut states = vec![retirement_core::PENDING.to_owned()];
+        for [w, c, _, _] in self.pipeline {
+            states.push(w.to_string());
+            states.push(c.to_string());
+        }
+        states.extend(retirement_core::END_STATES.iter().map(|s| s.to_string()));
+        states
+    }
+
+    /// The pipeline, with each stage's kind as the sandbox's connectors do it.
+    pub fn pipeline(
+        &self,
+        clients: &ServiceClients,
+    ) -> Result<retirement_core::Pipeline, CliError> {
+        let stages = self
+            .pipeline
+            .iter()
+            .map(|[w, c, s, o]| retirement_core::Stage::new(*w, *c, *s, *o))
+            .collect();
+        let table = retirement_core::StateTable::from_names(&self.states())
+            .map_err(|e| CliError::Refused(e.to_string()))?;
+        let pipeline = retirement_core::Pipeline::new(stages, &table)
+            .map_err(|e| CliError::Refused(e.to_string()))?;
+        Ok(pipeline.with_kinds(|s| clients.stage_kind(&s.service, &s.operation)))
+    }
+
     /// A temporary sandbox with a SQLite store, learners requested 30 days ago.
     pub fn new(name: &str) -> SandboxOptions {
         SandboxOptions {
@@ -54,6 +178,7 @@ impl SandboxOptions {
             fake_seed: 0xC4A05,
             serve_lms: true,
             guard_steps: true,
+            pipeline: SIX_STAGE_EXAMPLE,
         }
     }
 }
@@ -138,8 +263,7 @@ impl Sandbox {
             .await?,
         );
         store.migrate().await?;
-        let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
-        store.sync_states(&states, false).await?;
+        store.sync_states(&options.states(), false).await?;
         let fake = FakeEdx::start(FakeConfig {
             lms_store: options.serve_lms.then(|| store.clone()),
             enforce_state_guard: options.guard_steps,
@@ -193,9 +317,9 @@ impl Sandbox {
     pub fn config_yaml(&self, extra: &str) -> String {
         let base = self.fake.base_url();
         let mut yaml = format!(
-            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {base}/\n  ecommerce: {base}/\nretirement_pipeline:\n"
+            "client_id: retirement-worker\nclient_secret: s3cret\nbase_urls:\n  lms: {base}/\n  ecommerce: {base}/\n  credentials: {base}/\nretirement_pipeline:\n"
         );
-        for [w, c, s, o] in SIX_STAGE_EXAMPLE {
+        for [w, c, s, o] in self.options.pipeline {
             yaml.push_str(&format!("  - [{w}, {c}, {s}, {o}]\n"));
         }
         yaml.push_str(&format!("retired_id:\n  salts: [{SALT}]\n{extra}"));
@@ -213,7 +337,7 @@ impl Sandbox {
 
     /// Clients for the fake with its credentials (for code that runs the runtime in process).
     pub fn clients(&self) -> Result<Arc<ServiceClients>, CliError> {
-        let base_urls: BTreeMap<String, String> = ["lms", "ecommerce"]
+        let base_urls: BTreeMap<String, String> = ["lms", "ecommerce", "credentials"]
             .into_iter()
             .map(|k| (k.to_owned(), self.fake.base_url()))
             .collect();
@@ -221,12 +345,16 @@ impl Sandbox {
             client_id: "retirement-worker".into(),
             client_secret: "s3cret".into(),
         };
-        Ok(Arc::new(ServiceClients::new(
-            base_urls,
-            credentials,
-            Vec::new(),
-            &HttpOptions::default(),
-        )?))
+        // Every vendor connector and config-described service, against the fake.
+        Ok(Arc::new(
+            ServiceClients::new(base_urls, credentials, Vec::new(), &HttpOptions::default())?
+                .with_connectors(self.fake.vendor_connectors())?,
+        ))
+    }
+
+    /// How the sandbox was built.
+    pub fn options(&self) -> &SandboxOptions {
+        &self.options
     }
 
     /// The seeded learners not yet in an end state.

@@ -143,8 +143,9 @@ enum Command {
         #[command(subcommand)]
         command: admin::DbCommand,
     },
-    /// Retire 1,000 made-up learners through the six-stage pipeline against a fake edX on
-    /// 127.0.0.1 and a temporary SQLite store, with a progress bar and a summary.
+    /// Retire 1,000 made-up learners through the six-stage pipeline (or, with `--services
+    /// all`, every erasure stream) against a fake edX and fake vendors on 127.0.0.1 and a
+    /// temporary SQLite store, with a progress bar and a summary.
     #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
 }

@@ -62,7 +62,13 @@ impl Learner {
 fn vendor_clients(fake: &FakeEdx, options: &HttpOptions) -> ServiceClients {
     let base_urls = BTreeMap::from([("lms".to_string(), fake.base_url())]);
     let clients = if fake.base_url() == IN_PROCESS_URL {
-        ServiceClients::with_transport(fake.transport(), base_urls, credentials(), Vec::new(), options)
+        ServiceClients::with_transport(
+            fake.transport(),
+            base_urls,
+            credentials(),
+            Vec::new(),
+            options,
+        )
     } else {
         ServiceClients::new(base_urls, credentials(), Vec::new(), options)
     };
@@ -75,17 +81,37 @@ fn vendor_clients(fake: &FakeEdx, options: &HttpOptions) -> ServiceClients {
 /// goes to).
 const CONNECTORS: &[(&str, &str, &str)] = &[
     ("BRAZE", "delete_user", "/braze/users/delete"),
-    ("AMPLITUDE", "delete_user", "/amplitude/api/2/deletions/users"),
-    ("HUBSPOT", "delete_user", "/hubspot/crm/v3/objects/contacts/gdpr-delete"),
-    ("SEGMENT", "delete_and_suppress_learner", "/segment/regulations"),
+    (
+        "AMPLITUDE",
+        "delete_user",
+        "/amplitude/api/2/deletions/users",
+    ),
+    (
+        "HUBSPOT",
+        "delete_user",
+        "/hubspot/crm/v3/objects/contacts/gdpr-delete",
+    ),
+    (
+        "SEGMENT",
+        "delete_and_suppress_learner",
+        "/segment/regulations",
+    ),
     (
         "SALESFORCE_MARKETING_CLOUD",
         "delete_contact",
         "/sfmc/contacts/v1/addresses/email/search",
     ),
-    ("SALESFORCE", "retire_learner", "/salesforce/services/data/v60.0/query"),
+    (
+        "SALESFORCE",
+        "retire_learner",
+        "/salesforce/services/data/v60.0/query",
+    ),
     ("RED_VENTURES", "delete_user", "/redventures/deletion"),
-    ("COMMERCE_COORDINATOR", "retire_learner", "/lms/user_retirement/"),
+    (
+        "COMMERCE_COORDINATOR",
+        "retire_learner",
+        "/lms/user_retirement/",
+    ),
     (
         "LMS_CERTIFICATES",
         "retire_certs_s3_for_user",
@@ -189,8 +215,14 @@ async fn not_found_means_done_where_the_vendor_says_so() {
         call("HUBSPOT", "delete_user").await,
         CallOutcome::Response { status: 204, .. }
     ));
-    assert_eq!(fake.vendors().hubspot_blocklist, vec![stranger.email.clone()]);
-    assert!(fake.vendors().salesforce_tasks.is_empty(), "no Task without a Lead");
+    assert_eq!(
+        fake.vendors().hubspot_blocklist,
+        vec![stranger.email.clone()]
+    );
+    assert!(
+        fake.vendors().salesforce_tasks.is_empty(),
+        "no Task without a Lead"
+    );
 }
 
 #[tokio::test]
@@ -293,7 +325,10 @@ fn batches_send_learners_together_up_to_the_vendor_limit() {
             });
         }
         while let Some(outcome) = tasks.join_next().await {
-            assert!(matches!(outcome.unwrap(), CallOutcome::Response { status: 201, .. }));
+            assert!(matches!(
+                outcome.unwrap(),
+                CallOutcome::Response { status: 201, .. }
+            ));
         }
         let sizes: Vec<usize> = fake
             .calls()
@@ -303,7 +338,12 @@ fn batches_send_learners_together_up_to_the_vendor_limit() {
             .collect();
         // Braze takes at most 50 ids a request: 50, 50, then the 20 left after the wait.
         assert_eq!(sizes, vec![50, 50, 20]);
-        let mut erased: Vec<String> = fake.vendors().deleted.into_iter().map(|(_, id)| id).collect();
+        let mut erased: Vec<String> = fake
+            .vendors()
+            .deleted
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         erased.sort();
         erased.dedup();
         assert_eq!(erased.len(), 120, "every learner erased once");
@@ -392,7 +432,12 @@ impl World {
                 "SALESFORCE",
                 "retire_learner",
             ),
-            Stage::new("RETIRING_LMS", "LMS_COMPLETE", "LMS", "retirement_lms_retire"),
+            Stage::new(
+                "RETIRING_LMS",
+                "LMS_COMPLETE",
+                "LMS",
+                "retirement_lms_retire",
+            ),
         ];
         let pipeline = Pipeline::new(stages, &table).unwrap();
         let fake = Arc::new(fake);
@@ -430,11 +475,7 @@ impl World {
     async fn states(&self) -> Vec<String> {
         let mut states = Vec::new();
         for n in 0..100 {
-            match self
-                .store
-                .find_by_username(&Learner::new(n).username)
-                .await
-            {
+            match self.store.find_by_username(&Learner::new(n).username).await {
                 Ok(r) => states.push(r.current_state().to_owned()),
                 Err(_) => break,
             }
@@ -459,11 +500,20 @@ fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manu
         assert_eq!(regulations.len(), 1, "one regulation for the batch");
         let (job_id, (subjects, _)) = regulations.iter().next().unwrap();
         assert_eq!(subjects.len(), 10, "user id and username per learner");
-        let learner = world.store.find_by_username(&Learner::new(0).username).await.unwrap();
+        let learner = world
+            .store
+            .find_by_username(&Learner::new(0).username)
+            .await
+            .unwrap();
         let wait = world.store.wait_of(learner.id()).await.unwrap().unwrap();
         assert!(wait.applies_to(&learner));
         assert!(matches!(&wait.on, WaitingOn::Job { job_id: j, .. } if j == job_id));
-        assert!(learner.log().iter().any(|e| e.text.contains(&format!("Job started: SEGMENT {job_id}"))));
+        assert!(
+            learner
+                .log()
+                .iter()
+                .any(|e| e.text.contains(&format!("Job started: SEGMENT {job_id}")))
+        );
 
         // A process started before the next poll is due claims nobody.
         let early = world.run(2).await;
@@ -477,7 +527,13 @@ fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manu
         let third = world.run(4).await;
         // FINISHED: on to Salesforce, where a person is asked and the learners park again.
         assert_eq!(third.waiting, 5, "{third:?}");
-        assert!(world.states().await.iter().all(|s| s == "RETIRING_SALESFORCE"));
+        assert!(
+            world
+                .states()
+                .await
+                .iter()
+                .all(|s| s == "RETIRING_SALESFORCE")
+        );
         assert_eq!(world.fake.vendors().salesforce_tasks.len(), 5);
 
         // Nobody is claimed while the person works, however long it takes.
@@ -487,7 +543,11 @@ fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manu
 
         // The operator marks two done (as `retire done` does): only they go on.
         for n in 0..2 {
-            let r = world.store.find_by_username(&Learner::new(n).username).await.unwrap();
+            let r = world
+                .store
+                .find_by_username(&Learner::new(n).username)
+                .await
+                .unwrap();
             let why = Override {
                 operator: "privacy-officer".into(),
                 reason: "Lead erased in Salesforce".into(),
@@ -503,14 +563,26 @@ fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manu
         let states = world.states().await;
         assert_eq!(&states[..2], &["COMPLETE", "COMPLETE"]);
         assert!(states[2..].iter().all(|s| s == "RETIRING_SALESFORCE"));
-        assert_eq!(world.fake.vendors().salesforce_tasks.len(), 5, "no person asked twice");
-        assert_eq!(world.fake.vendors().segment_regulations.len(), 1, "no second job");
+        assert_eq!(
+            world.fake.vendors().salesforce_tasks.len(),
+            5,
+            "no person asked twice"
+        );
+        assert_eq!(
+            world.fake.vendors().segment_regulations.len(),
+            1,
+            "no second job"
+        );
     });
 }
 
 #[tokio::test]
 async fn lms_mode_admin_queues_finds_and_cancels_through_the_lms() {
-    let store = Arc::new(DieselStore::open("sqlite://:memory:", &StoreOptions::default()).await.unwrap());
+    let store = Arc::new(
+        DieselStore::open("sqlite://:memory:", &StoreOptions::default())
+            .await
+            .unwrap(),
+    );
     store.migrate().await.unwrap();
     let names: Vec<String> = STATES.iter().map(|s| s.to_string()).collect();
     store.sync_states(&names, false).await.unwrap();
@@ -558,7 +630,12 @@ async fn lms_mode_admin_queues_finds_and_cancels_through_the_lms() {
 
     // Cancel by email: the lookup, then cancel_retirement.
     lms.cancel(by_email.id()).await.unwrap();
-    assert!(store.find_by_username(&Learner::new(0).username).await.is_err());
+    assert!(
+        store
+            .find_by_username(&Learner::new(0).username)
+            .await
+            .is_err()
+    );
 
     // A worker without the permissions: the error names what it lacks.
     fake.set_fault(
@@ -577,9 +654,14 @@ async fn lms_mode_admin_queues_finds_and_cancels_through_the_lms() {
             ..Fault::default()
         }),
     );
-    let refused = lms.bulk_retire(&[Learner::new(2).username]).await.unwrap_err();
+    let refused = lms
+        .bulk_retire(&[Learner::new(2).username])
+        .await
+        .unwrap_err();
     assert!(
-        refused.to_string().contains("user_api.add_userretirementrequest"),
+        refused
+            .to_string()
+            .contains("user_api.add_userretirementrequest"),
         "{refused}"
     );
 }

@@ -55,7 +55,7 @@ async fn migrations_are_explicit_and_checked(store: Store) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::SchemaBehind { pending } if pending == &["20261123000001", "20261204000001"]),
+        matches!(&err, StoreError::SchemaBehind { pending } if pending == &["20261123000001", "20261204000001", "20261205000001"]),
         "{err}"
     );
     assert!(err.to_string().contains("run `retire db migrate`"), "{err}");
@@ -64,7 +64,7 @@ async fn migrations_are_explicit_and_checked(store: Store) {
         .unwrap();
     assert_eq!(
         opened.migrate().await.unwrap(),
-        vec!["20261123000001", "20261204000001"]
+        vec!["20261123000001", "20261204000001", "20261205000001"]
     );
     drop(opened);
     DieselStore::connect(&empty.url, &StoreOptions::default())
