@@ -274,6 +274,12 @@ fn print_summary(summary: &RunSummary, json: bool) {
             ""
         }
     );
+    if summary.waiting > 0 {
+        println!(
+            "WAITING: {} learner(s) parked on a vendor job or a person (`retire queue` lists them)",
+            summary.waiting
+        );
+    }
     if !summary.services_down.is_empty() {
         println!(
             "DOWN: {} ({} learners left resumable; the next run probes again)",

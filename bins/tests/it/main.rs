@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 mod bad_input;
 mod enterprise;
 mod retire;
+mod services;
 
 /// The URL of a database server for tests, from `var`. Without it: under CI=true the test
 /// fails; elsewhere it is skipped with one line saying so.

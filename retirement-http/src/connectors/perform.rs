@@ -3,6 +3,7 @@
 //! the core to classify (success, retry after a 429 or 5xx with its `Retry-After`, ERRORED),
 //! "done" when the vendor holds nothing, a job started or still running, a person asked.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use retirement_core::TransportErrorKind;
@@ -20,6 +21,9 @@ pub(crate) struct LiveConnector {
     pub(crate) tokens: Option<TokenSource>,
     /// Learners waiting to be sent together, for a connector with a [`Batch`].
     pub(crate) queue: std::sync::Mutex<Vec<Queued>>,
+    /// Recent job statuses: every learner of a batch waits on the same job, and one poll
+    /// answers them all (held while a poll is on its way, so the others wait for it).
+    polls: tokio::sync::Mutex<HashMap<String, (tokio::time::Instant, CallOutcome)>>,
 }
 
 impl LiveConnector {
@@ -28,6 +32,7 @@ impl LiveConnector {
             connector,
             tokens,
             queue: std::sync::Mutex::new(Vec::new()),
+            polls: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -192,6 +197,7 @@ impl ServiceClients {
             status_at,
             done,
             failed,
+            poll_every,
             ..
         } = &live.connector.kind
         else {
@@ -200,12 +206,43 @@ impl ServiceClients {
                 message: format!("{name} starts no jobs"),
             };
         };
+        let fresh_for = *poll_every / 2;
+        let mut recent = live.polls.lock().await;
+        recent.retain(|_, (at, _)| at.elapsed() < fresh_for);
+        if let Some((_, outcome)) = recent.get(job_id) {
+            return outcome.clone();
+        }
         let values = Values {
             learner,
             found: None,
             job: Some(job_id),
         };
-        match self.send_request(live, &fill(poll, &values)).await {
+        let outcome = self
+            .job_status(live, &fill(poll, &values), status_at, done, failed, job_id)
+            .await;
+        if matches!(
+            outcome,
+            CallOutcome::JobRunning | CallOutcome::Done { .. } | CallOutcome::Failed { .. }
+        ) {
+            recent.insert(
+                job_id.to_owned(),
+                (tokio::time::Instant::now(), outcome.clone()),
+            );
+        }
+        outcome
+    }
+
+    async fn job_status(
+        &self,
+        live: &LiveConnector,
+        poll: &Filled,
+        status_at: &str,
+        done: &[String],
+        failed: &[String],
+        job_id: &str,
+    ) -> CallOutcome {
+        let name = live.name();
+        match self.send_request(live, poll).await {
             CallOutcome::Response { status, body, .. } if (200..300).contains(&status) => {
                 match found_in(&body, status_at) {
                     Some(s) if done.contains(&s) => CallOutcome::Done {

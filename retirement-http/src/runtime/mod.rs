@@ -389,6 +389,8 @@ fn log_report(report: &LearnerReport) {
                 "stopped between stages by shutdown; the next run resumes it"
             );
         }
+        // Parked on a vendor job or a person: logged as "parked" when its lease was released.
+        (LearnerResult::Waiting, _) => {}
         (_, outcome) => {
             let text = outcome.as_ref().map(|o| o.to_string()).unwrap_or_default();
             tracing::warn!(retirement_id = id, retired_username = user, outcome = %text, "learner not retired");

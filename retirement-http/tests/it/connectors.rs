@@ -488,9 +488,9 @@ impl World {
 fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manual_step() {
     paused().block_on(async {
         let world = World::new(5).await;
-        // Segment finishes the regulation on its sixth poll: each of the five learners polls
-        // it once while it runs, then the first poll of the next round finds it finished.
-        world.fake.with_vendors(|v| v.polls_to_finish = 6);
+        // Segment finishes the regulation on its second poll. One poll answers every learner
+        // waiting on it (they share the regulation).
+        world.fake.with_vendors(|v| v.polls_to_finish = 2);
 
         // First process: one regulation for all five (a batch), then every learner parks.
         let first = world.run(1).await;
@@ -573,6 +573,13 @@ fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manu
             1,
             "no second job"
         );
+        let polls = world
+            .fake
+            .calls()
+            .iter()
+            .filter(|c| c.method == "GET" && c.path.starts_with("/segment/regulations/"))
+            .count();
+        assert_eq!(polls, 2, "one poll a round for the whole batch");
     });
 }
 
