@@ -9,6 +9,8 @@
 //!   clients against the fake edX on loopback (the `http_bench` example).
 //! - `cargo xtask bench driver [--learners N] [--latency-ms MS] [--concurrency 1,8,32,128]
 //!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
+//! - `cargo xtask demo`: `retire demo --services all` with 1,000 learners, its debug log
+//!   scanned for originals (a CI step).
 //! - `cargo xtask sim [--seeds N] [--seed N]`: the deterministic simulation of the driver
 //!   runtime (retirement-http's `sim` tests) over N seeds (default 10,000), or one seed to
 //!   reproduce it; prints the count.
@@ -29,9 +31,10 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         Some("sim") => sim(&args[1..]),
+        Some("demo") => demo(),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, chaos all --short\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite),\n                       --store lms (the fake LMS's API as the store),\n                       --queued N (a longer queue than --learners)\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, outage, workers, lms-workers, db,\n                       input or all;\n                       ARGS: --short (CI counts), --seed N"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, chaos all --short\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite),\n                       --store lms (the fake LMS's API as the store),\n                       --queued N (a longer queue than --learners)\n  demo                 `retire demo --services all` with 1,000 learners and a debug log,\n                       checked: everyone retired, calls per service shown, no original\n                       username, email or name in the output or the log\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, outage, workers, lms-workers, db,\n                       input or all;\n                       ARGS: --short (CI counts), --seed N"
             );
             ExitCode::SUCCESS
         }
@@ -69,6 +72,8 @@ fn ci() -> ExitCode {
         // The chaos runs at CI's counts (issue 7): kills, faults, workers, cut database
         // connections, bad input.
         &["xtask", "chaos", "all", "--short"],
+        // 1,000 learners through every erasure stream, its debug log scanned (issue 15).
+        &["xtask", "demo"],
     ];
     for step in steps {
         eprintln!("xtask ci: cargo {}", step.join(" "));
@@ -162,6 +167,68 @@ fn bench(args: &[String]) -> ExitCode {
             eprintln!("xtask bench: unknown benchmark {other:?}; available: expiry, http");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `cargo xtask demo`: `retire demo --services all` with 1,000 learners at log level debug:
+/// every learner retired, the summary showing calls per service and learners per second, the
+/// fakes' records holding originals only where an API is keyed by them, and no original
+/// username, email or name (the demo's share the prefixes below) in its output or its log.
+fn demo() -> ExitCode {
+    let output = Command::new(cargo())
+        .args(["run", "--quiet", "-p", "bins", "--bin", "retire", "--"])
+        .args([
+            "demo",
+            "--services",
+            "all",
+            "--learners",
+            "1000",
+            "--log-level",
+            "debug",
+        ])
+        .env_remove("RUST_LOG")
+        .current_dir(project_root())
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("xtask demo: could not run cargo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    print!("{stdout}");
+    let mut failures = Vec::new();
+    if !output.status.success() {
+        failures.push(format!("retire demo exited with {}", output.status));
+    }
+    for expected in [
+        "learners completed: 1000 of 1000 (errored 0",
+        "calls per service:",
+        "; 0 elsewhere",
+        "learners per second",
+    ] {
+        if !stdout.contains(expected) {
+            failures.push(format!("the summary lacks {expected:?}"));
+        }
+    }
+    let log_lines = stderr.lines().count();
+    for original in ["Demo.Learner", "demo.learner", "Demo Person"] {
+        if stdout.contains(original) || stderr.contains(original) {
+            failures.push(format!(
+                "an original ({original}…) is in the output or the log"
+            ));
+        }
+    }
+    if failures.is_empty() {
+        println!("xtask demo: {log_lines} log lines scanned, no original username, email or name");
+        ExitCode::SUCCESS
+    } else {
+        for failure in failures {
+            eprintln!("xtask demo: {failure}");
+        }
+        ExitCode::FAILURE
     }
 }
 
