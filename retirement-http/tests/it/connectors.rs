@@ -28,16 +28,16 @@ fn credentials() -> ClientCredentials {
 }
 
 /// A learner's identifiers, owned.
-struct Learner {
-    username: String,
-    email: String,
+pub(crate) struct Learner {
+    pub(crate) username: String,
+    pub(crate) email: String,
     id: i64,
     retired: String,
     retired_email: String,
 }
 
 impl Learner {
-    fn new(n: i64) -> Learner {
+    pub(crate) fn new(n: i64) -> Learner {
         Learner {
             username: format!("vendor-learner-{n}"),
             email: format!("vendor.learner.{n}@example.com"),
@@ -300,7 +300,7 @@ async fn vendor_failures_reach_the_core_as_the_vendor_answered() {
 
 /// A current-thread runtime whose clock starts paused: batches and polls wait on tokio's
 /// clock, so what is sent together depends on nothing but the code.
-fn paused() -> tokio::runtime::Runtime {
+pub(crate) fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -372,15 +372,15 @@ fn epoch() -> DateTime<Utc> {
 /// A world for the runner: an in-memory store holding `learners` PENDING learners, the
 /// in-process fake (its LMS served from the store), and the pipeline SEGMENT (a job),
 /// SALESFORCE (a person), LMS.
-struct World {
-    store: Arc<DieselStore>,
-    fake: Arc<FakeEdx>,
-    clock: Arc<TokioClock>,
-    pipeline: Arc<Pipeline>,
+pub(crate) struct World {
+    pub(crate) store: Arc<DieselStore>,
+    pub(crate) fake: Arc<FakeEdx>,
+    pub(crate) clock: Arc<TokioClock>,
+    pub(crate) pipeline: Arc<Pipeline>,
 }
 
 impl World {
-    async fn new(learners: i64) -> World {
+    pub(crate) async fn new(learners: i64) -> World {
         let clock = Arc::new(TokioClock::starting_at(epoch()));
         let store = Arc::new(
             DieselStore::open(
@@ -451,7 +451,20 @@ impl World {
 
     /// One `retire run` process: new clients, new steps, a new runner (nothing in memory
     /// survives from the one before).
-    async fn run(&self, process: u64) -> RunSummary {
+    pub(crate) async fn run(&self, process: u64) -> RunSummary {
+        self.run_crashing(process, 16, None)
+            .await
+            .expect("no crash was asked for")
+    }
+
+    /// [`World::run`] with `concurrency`, killed after `crash_after` of simulated time
+    /// (`None` when it was).
+    pub(crate) async fn run_crashing(
+        &self,
+        process: u64,
+        concurrency: usize,
+        crash_after: Option<Duration>,
+    ) -> Option<RunSummary> {
         let clients = Arc::new(vendor_clients(&self.fake, &HttpOptions::default()));
         let steps = Steps::new(clients, None, process);
         let pipeline = Arc::new(steps.kinds((*self.pipeline).clone()));
@@ -461,18 +474,33 @@ impl World {
             pipeline,
             RunOptions {
                 worker: format!("vendor-worker-{process}"),
-                concurrency: 16,
+                concurrency,
                 seed: process,
                 driver: DriverOptions::default(),
                 clock: self.clock.clone(),
+                lease_for: TimeDelta::minutes(2),
                 ..RunOptions::default()
             },
         );
-        let (_keep, stop) = tokio::sync::watch::channel(false);
-        runner.run(stop, Arc::new(NoObserver)).await.unwrap()
+        let (keep, stop) = tokio::sync::watch::channel(false);
+        let mut run = tokio::spawn(async move { runner.run(stop, Arc::new(NoObserver)).await });
+        let ended = match crash_after {
+            None => Some((&mut run).await),
+            Some(after) => tokio::select! {
+                biased;
+                ended = &mut run => Some(ended),
+                () = tokio::time::sleep(after) => {
+                    run.abort();
+                    let _ = run.await;
+                    None
+                }
+            },
+        };
+        drop(keep);
+        ended.map(|r| r.expect("the runner task").expect("the run"))
     }
 
-    async fn states(&self) -> Vec<String> {
+    pub(crate) async fn states(&self) -> Vec<String> {
         let mut states = Vec::new();
         for n in 0..100 {
             match self.store.find_by_username(&Learner::new(n).username).await {

@@ -8,6 +8,7 @@ mod lms_store;
 mod runner;
 mod shared_suite;
 mod sim;
+mod sim_jobs;
 mod support;
 
 use std::collections::BTreeMap;
