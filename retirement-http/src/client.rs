@@ -98,6 +98,28 @@ pub enum CallOutcome {
 }
 
 impl CallOutcome {
+    /// What a request's exchange produced: the answer, or how it failed.
+    pub(crate) fn of(
+        exchanged: Result<crate::transport::Answer, crate::transport::Failure>,
+    ) -> CallOutcome {
+        match exchanged {
+            Ok(crate::transport::Answer {
+                status,
+                retry_after,
+                body: Ok(body),
+            }) => CallOutcome::Response {
+                status,
+                body,
+                retry_after,
+            },
+            // Headers came but the body broke off: the server did not finish.
+            Ok(crate::transport::Answer { body: Err(e), .. }) | Err(e) => CallOutcome::Transport {
+                kind: e.kind,
+                message: e.message,
+            },
+        }
+    }
+
     /// The machine input this outcome is.
     pub fn into_input(self) -> Input {
         match self {
@@ -523,22 +545,7 @@ impl ServiceClients {
         } else {
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
-        let outcome = match self.exchange(request).await {
-            Ok(crate::transport::Answer {
-                status,
-                retry_after,
-                body: Ok(body),
-            }) => CallOutcome::Response {
-                status,
-                body,
-                retry_after,
-            },
-            // Headers came but the body broke off: the server did not finish.
-            Ok(crate::transport::Answer { body: Err(e), .. }) | Err(e) => CallOutcome::Transport {
-                kind: e.kind,
-                message: e.message,
-            },
-        };
+        let outcome = CallOutcome::of(self.exchange(request).await);
         Ok((outcome, Some(token)))
     }
 }

@@ -574,13 +574,19 @@ struct RequestRow {
     lms_user_id: Option<i64>,
 }
 
-fn read_csv(path: &PathBuf) -> Result<Vec<RequestRow>, CliError> {
-    let mut reader = csv::ReaderBuilder::new()
+/// A request CSV: no header handling (a header row is recognised by its first cell), any
+/// number of fields, cells trimmed.
+fn csv_reader(path: &PathBuf) -> Result<csv::Reader<std::fs::File>, CliError> {
+    csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
         .from_path(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_csv(path: &PathBuf) -> Result<Vec<RequestRow>, CliError> {
+    let mut reader = csv_reader(path)?;
     let mut rows = Vec::new();
     for (index, record) in reader.records().enumerate() {
         let line = index + 1;
@@ -753,12 +759,7 @@ async fn request_lms(config: &Config, args: RequestArgs) -> Result<u8, CliError>
 
 /// The usernames of a request CSV (first column; a header row is skipped), with line numbers.
 fn read_usernames(path: &PathBuf) -> Result<Vec<(usize, String)>, CliError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut reader = csv_reader(path)?;
     let mut rows = Vec::new();
     for (index, record) in reader.records().enumerate() {
         let line = index + 1;

@@ -429,21 +429,7 @@ impl ServiceClients {
             }
             None => {}
         }
-        let outcome = match self.exchange(builder).await {
-            Ok(crate::transport::Answer {
-                status,
-                retry_after,
-                body: Ok(body),
-            }) => CallOutcome::Response {
-                status,
-                body,
-                retry_after,
-            },
-            Ok(crate::transport::Answer { body: Err(e), .. }) | Err(e) => CallOutcome::Transport {
-                kind: e.kind,
-                message: e.message,
-            },
-        };
+        let outcome = CallOutcome::of(self.exchange(builder).await);
         (outcome, used)
     }
 }

@@ -170,11 +170,7 @@ pub(super) async fn amplitude_delete(
         &headers,
         &json,
     );
-    let expected = format!(
-        "Basic {}",
-        base64(format!("{AMPLITUDE_API_KEY}:{AMPLITUDE_SECRET_KEY}").as_bytes())
-    );
-    if header(&headers, "authorization").as_deref() != Some(expected.as_str()) {
+    if !amplitude_authorised(&headers) {
         return json_answer(
             401,
             serde_json::json!({"error": "Invalid API key or secret"}),
@@ -378,11 +374,7 @@ pub(super) async fn amplitude_jobs(
         &headers,
         &serde_json::Value::Null,
     );
-    let expected = format!(
-        "Basic {}",
-        base64(format!("{AMPLITUDE_API_KEY}:{AMPLITUDE_SECRET_KEY}").as_bytes())
-    );
-    if header(&headers, "authorization").as_deref() != Some(expected.as_str()) {
+    if !amplitude_authorised(&headers) {
         return json_answer(
             401,
             serde_json::json!({"error": "Invalid API key or secret"}),
@@ -733,6 +725,15 @@ pub(super) async fn jwt_stage(
     };
     state.lock().vendors.deleted.push((service.into(), id));
     json_answer(200, serde_json::json!({"detail": "retired"}))
+}
+
+/// HTTP Basic with Amplitude's API key and secret key.
+fn amplitude_authorised(headers: &HeaderMap) -> bool {
+    let expected = format!(
+        "Basic {}",
+        base64(format!("{AMPLITUDE_API_KEY}:{AMPLITUDE_SECRET_KEY}").as_bytes())
+    );
+    header(headers, "authorization").as_deref() == Some(expected.as_str())
 }
 
 fn base64(bytes: &[u8]) -> String {

@@ -392,7 +392,13 @@ async fn drive(
                     write_state(shared, id, lease.as_ref(), &new_state, &response).await
                 }
             }
-            Action::Call { stage: index, .. } => {
+            // A stage's call, or a poll of the job it started: the same guard (the endpoint's
+            // breaker, the lease) and the same health record.
+            Action::Call { stage: index, .. } | Action::PollJob { stage: index, .. } => {
+                let job = match &action {
+                    Action::PollJob { job_id, .. } => Some(job_id.as_str()),
+                    _ => None,
+                };
                 let stage = &shared.pipeline.stages()[index];
                 let endpoint = endpoint(stage);
                 if let Admit::Wait { .. } = shared.breakers.admit(&endpoint, id, Instant::now()) {
@@ -407,7 +413,15 @@ async fn drive(
                 } else {
                     report.calls += 1;
                     let started = Instant::now();
-                    let input = shared.steps.call(stage, retirement, shared.now()).await;
+                    let input = match job {
+                        None => shared.steps.call(stage, retirement, shared.now()).await,
+                        Some(job_id) => {
+                            shared
+                                .steps
+                                .poll(stage, retirement, job_id, shared.now())
+                                .await
+                        }
+                    };
                     if let Some(health) = Health::of(&input) {
                         shared
                             .breakers
@@ -445,36 +459,6 @@ async fn drive(
                             message: e.to_string(),
                         },
                     }
-                }
-            }
-            Action::PollJob {
-                stage: index,
-                job_id,
-                ..
-            } => {
-                let stage = &shared.pipeline.stages()[index];
-                let endpoint = endpoint(stage);
-                if let Admit::Wait { .. } = shared.breakers.admit(&endpoint, id, Instant::now()) {
-                    return Turn::Parked {
-                        report,
-                        service: endpoint,
-                        spared: false,
-                    };
-                }
-                if !renew(shared, lease).await {
-                    Input::LeaseExpired
-                } else {
-                    report.calls += 1;
-                    let input = shared
-                        .steps
-                        .poll(stage, retirement, &job_id, shared.now())
-                        .await;
-                    if let Some(health) = Health::of(&input) {
-                        shared
-                            .breakers
-                            .record(&endpoint, id, health, Instant::now());
-                    }
-                    input
                 }
             }
             Action::RetryAt { at } => {
