@@ -123,13 +123,15 @@ pub(crate) struct CancelArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "csv"])))]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "email", "csv"])))]
 pub(crate) struct RequestArgs {
     /// One learner's original username (with `store: lms`, the username alone: the LMS
     /// knows the rest).
     #[arg(long)]
     username: Option<String>,
-    /// Their email address.
+    /// Their email address. Alone, it is all the tool needs: with `store: lms` the LMS's
+    /// account lookup finds the username; the standalone store keeps the email as the
+    /// username too.
     #[arg(long)]
     email: Option<String>,
     /// Their full name.
@@ -602,7 +604,11 @@ fn read_csv(path: &PathBuf) -> Result<Vec<RequestRow>, CliError> {
         if !(2..=4).contains(&record.len()) {
             return Err(bad("expected username,email[,name[,lms_user_id]]"));
         }
-        let (username, email) = (field(0), field(1));
+        let (mut username, email) = (field(0), field(1));
+        // No username: the email stands for it (all an operator may have).
+        if username.is_empty() && email.contains('@') {
+            username = email.clone();
+        }
         if username.is_empty() {
             return Err(bad("the username is empty"));
         }
@@ -640,6 +646,16 @@ pub(crate) async fn request(config: &Config, args: RequestArgs) -> Result<u8, Cl
                 "the standalone store needs --email with --username".into(),
             ));
         }
+        // Only an email: it stands for the username as well.
+        (None, None, Some(email)) => vec![RequestRow {
+            line: 0,
+            original: OriginalIdentity {
+                username: email.clone(),
+                email,
+                name: args.name.unwrap_or_default(),
+            },
+            lms_user_id: args.lms_user_id,
+        }],
         (None, Some(username), Some(email)) => vec![RequestRow {
             line: 0,
             original: OriginalIdentity {
@@ -728,29 +744,55 @@ pub(crate) async fn db(config: &Config, command: DbCommand) -> Result<u8, CliErr
 /// `retire request` with `store: lms`: the LMS's `bulk_retire_users`, by username (a CSV's
 /// first column). The LMS answers with usernames: only counts and line numbers are printed.
 async fn request_lms(config: &Config, args: RequestArgs) -> Result<u8, CliError> {
-    let rows: Vec<(usize, String)> = match (&args.csv, &args.username) {
-        (Some(path), _) => read_usernames(path)?,
-        (None, Some(username)) => vec![(0, username.clone())],
-        _ => return Err(CliError::Usage("give --username, or --csv".into())),
+    let given: Vec<(usize, String)> = match (&args.csv, &args.username, &args.email) {
+        (Some(path), _, _) => read_usernames(path)?,
+        (None, Some(username), _) => vec![(0, username.clone())],
+        (None, None, Some(email)) => vec![(0, email.clone())],
+        _ => return Err(CliError::Usage("give --username, --email, or --csv".into())),
     };
     let wired = wiring::wire(config).await?;
     let Some(lms) = &wired.lms else {
         return Err(config.error("store", "`lms` needs base_urls.lms"));
     };
+    let at = |line: usize| {
+        if line > 0 {
+            format!("line {line}")
+        } else {
+            "the learner".into()
+        }
+    };
+    // An email (all an operator may have) is looked up: the LMS queues by username.
+    let mut rows: Vec<(usize, String)> = Vec::with_capacity(given.len());
+    let mut unknown = 0usize;
+    for (line, who) in given {
+        if !who.contains('@') {
+            rows.push((line, who));
+            continue;
+        }
+        match lms.username_for_email(&who).await? {
+            Some(username) => rows.push((line, username)),
+            None => {
+                unknown += 1;
+                eprintln!(
+                    "retire: {}: no active LMS account has that email (unknown, or already being retired)",
+                    at(line)
+                );
+            }
+        }
+    }
     let usernames: Vec<String> = rows.iter().map(|(_, u)| u.clone()).collect();
     let (queued, failed) = lms.bulk_retire(&usernames).await?;
     for (line, username) in &rows {
         if failed.contains(username) {
-            let at = if *line > 0 {
-                format!("line {line}")
-            } else {
-                "the learner".into()
-            };
-            eprintln!("retire: {at}: the LMS did not queue it (no such user, or already queued)");
+            eprintln!(
+                "retire: {}: the LMS did not queue it (no such user, or already queued)",
+                at(*line)
+            );
         }
     }
-    println!("queued {}, not queued {}", queued.len(), failed.len());
-    Ok(if failed.is_empty() {
+    let not_queued = failed.len() + unknown;
+    println!("queued {}, not queued {not_queued}", queued.len());
+    Ok(if not_queued == 0 {
         exit::OK
     } else {
         exit::FAILED

@@ -200,13 +200,25 @@ async fn lms_mode_request_status_and_cancel_go_through_the_lms() {
     let (code, out, err) = retire(&["request", "--username", "Lms.Admin.User0"]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(out.trim(), "queued 1, not queued 0");
+    // A CSV with an email for one learner (all the operator had) and strangers.
     let csv = world.dir.join("lms-request.csv");
-    std::fs::write(&csv, "username\nLms.Admin.User1\nNo.Such.User\n").unwrap();
+    std::fs::write(
+        &csv,
+        "username\nlms.admin.user1@example.org\nNo.Such.User\nnobody@example.org\n",
+    )
+    .unwrap();
     let (code, out, err) = retire(&["request", "--csv", csv.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{out}{err}");
-    assert_eq!(out.trim(), "queued 1, not queued 1");
+    assert_eq!(out.trim(), "queued 1, not queued 2");
     assert!(err.contains("line 3: the LMS did not queue it"), "{err}");
-    assert!(!err.contains("No.Such.User"), "{err}");
+    assert!(
+        err.contains("line 4: no active LMS account has that email"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("No.Such.User") && !err.contains("nobody@"),
+        "{err}"
+    );
 
     // status by email and by LMS user id, through the staff account lookup.
     let (code, by_email, err) = retire(&["status", "--email", "lms.admin.user0@example.org"]);
@@ -250,3 +262,26 @@ async fn lms_mode_request_status_and_cancel_go_through_the_lms() {
 }
 
 use retirement_store::RetirementStore as _;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_standalone_store_queues_a_learner_by_email_alone() {
+    let world = World::new("by-email").await;
+    let out = world.retire(&["request", "--email", "Only.Email@Example.org"]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout.trim(), "queued 1, already queued 0");
+    let r = world
+        .store
+        .find_by_email("only.email@example.org")
+        .await
+        .unwrap();
+    // The email stands for the username, so every stage has one to send.
+    assert_eq!(r.original().username, "Only.Email@Example.org");
+    let status = world.retire(&["status", "--email", "only.email@example.org"]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    assert!(
+        status.stdout.contains("state:            PENDING"),
+        "{}",
+        status.stdout
+    );
+    assert!(!status.stdout.contains("Only.Email"), "{}", status.stdout);
+}

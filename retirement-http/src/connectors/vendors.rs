@@ -164,7 +164,7 @@ pub struct Hubspot {
 }
 
 /// `SEGMENT`: a Public API regulation (`POST {api_url}/regulations`) for the learner's user id
-/// and username, bearer token.
+/// (and, with `include_username`, the original username), bearer token.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Segment {
@@ -176,6 +176,10 @@ pub struct Segment {
     /// `SUPPRESS_WITH_DELETE` (default) or `DELETE_ONLY`.
     #[serde(default = "regulation_default")]
     pub regulation_type: String,
+    /// Also name the learner's original username as a userId (tubular does; only for sites
+    /// whose tracking identified users by username: the LMS identifies them by user id).
+    #[serde(default)]
+    pub include_username: bool,
     /// How long the first learner of a batch waits for others, in seconds (default 5).
     #[serde(default = "batch_wait_default")]
     pub batch_wait_seconds: f64,
@@ -370,7 +374,11 @@ impl Segment {
                     json: Some(json!({
                         "regulationType": self.regulation_type,
                         "subjectType": "USER_ID",
-                        "subjectIds": ["{lms_user_id_string}", "{username}"],
+                        "subjectIds": if self.include_username {
+                            json!(["{lms_user_id_string}", "{username}"])
+                        } else {
+                            json!(["{lms_user_id_string}"])
+                        },
                     })),
                     headers: BTreeMap::new(),
                 },

@@ -195,6 +195,44 @@ impl LmsStore {
         }
     }
 
+    /// The username of the active account with `email` (the staff account lookup), or
+    /// `None` when no active account has it (unknown, or already being retired: the LMS
+    /// replaced its email at the request).
+    pub async fn username_for_email(&self, email: &str) -> Result<Option<String>> {
+        let (status, body) = self
+            .request(
+                reqwest::Method::GET,
+                ACCOUNTS,
+                &[("email", email.to_owned())],
+                None,
+            )
+            .await?;
+        match status {
+            200..=299 => {
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let account = match &json {
+                    serde_json::Value::Array(items) => items.first(),
+                    other => Some(other),
+                };
+                Ok(account
+                    .and_then(|a| a.get("username"))
+                    .and_then(|u| u.as_str())
+                    .map(str::to_owned))
+            }
+            404 => Ok(None),
+            403 => Err(StoreError::Lms {
+                status,
+                message: "the account lookup by email needs a staff worker (is_staff on the \
+                          retirement service user)"
+                    .into(),
+            }),
+            _ => Err(StoreError::Lms {
+                status,
+                message: message_of(&body),
+            }),
+        }
+    }
+
     fn remember(&self, list: &[Retirement]) {
         let mut local = self.local();
         for r in list {

@@ -527,7 +527,7 @@ fn a_job_is_polled_to_completion_across_a_restart_and_a_person_finishes_the_manu
         let regulations = world.fake.vendors().segment_regulations;
         assert_eq!(regulations.len(), 1, "one regulation for the batch");
         let (job_id, (subjects, _)) = regulations.iter().next().unwrap();
-        assert_eq!(subjects.len(), 10, "user id and username per learner");
+        assert_eq!(subjects.len(), 5, "one user id per learner");
         let learner = world
             .store
             .find_by_username(&Learner::new(0).username)
