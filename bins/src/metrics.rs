@@ -30,6 +30,7 @@ pub fn render(summary: &RunSummary, unix_seconds: i64) -> String {
             ("{result=\"lease_lost\"}", summary.lease_lost as f64),
             ("{result=\"interrupted\"}", summary.interrupted as f64),
             ("{result=\"deferred\"}", summary.deferred as f64),
+            ("{result=\"waiting\"}", summary.waiting as f64),
         ],
     );
     let down: Vec<(String, f64)> = summary
