@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use assignment_expiry::PolicyKind;
 use retirement_core::{
-    DEFAULT_RETIRED_EMAIL_DOMAIN, DEFAULT_RETIRED_PREFIX, Pipeline, RetiredIdConfig, RetryPolicy,
-    Stage, StateTable,
+    DEFAULT_RETIRED_EMAIL_DOMAIN, DEFAULT_RETIRED_PREFIX, Pipeline, Regime, RetiredIdConfig,
+    RetryPolicy, Stage, StateTable,
 };
 use retirement_http::GenericService;
 use retirement_http::connectors::Connector;
@@ -218,6 +218,9 @@ pub struct Config {
     pub braze: Option<BrazeKeys>,
     /// Whether tubular's partner-report keys are set.
     pub partner_report_keys: bool,
+    /// The statutory clock requests run on (`deadlines: {regime: gdpr|ccpa|DAYS}`, default
+    /// GDPR's one month).
+    pub deadline_regime: Regime,
     /// Keys nobody knows, for the warning.
     pub unknown_keys: Vec<String>,
 }
@@ -264,6 +267,7 @@ impl Default for Config {
             notifications: retirement_http::expiry::Notifications::None,
             braze: None,
             partner_report_keys: false,
+            deadline_regime: Regime::Gdpr,
             unknown_keys: Vec::new(),
         }
     }
@@ -390,6 +394,24 @@ impl Config {
                     }
                 }
                 "connectors" => connectors = typed(k, value, &error)?,
+                "deadlines" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Deadlines {
+                        regime: serde_json::Value,
+                    }
+                    let d: Deadlines = typed(k, value, &error)?;
+                    let text = match &d.regime {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    config.deadline_regime = Regime::parse(&text).ok_or_else(|| {
+                        error(
+                            Some("deadlines.regime"),
+                            format!("{text:?} is not gdpr, ccpa or a number of days"),
+                        )
+                    })?;
+                }
                 "braze_api_key"
                 | "braze_instance"
                 | "amplitude_api_key"

@@ -21,6 +21,7 @@
 //! them; errors and outcomes name learners by [`RetirementId`].
 #![warn(missing_docs)]
 
+mod deadline;
 mod error;
 mod machine;
 mod pipeline;
@@ -33,6 +34,7 @@ mod wait;
 #[cfg(test)]
 mod tests;
 
+pub use deadline::{Deadline, Regime};
 pub use error::CoreError;
 pub use machine::{
     Action, COMPLETE_TEXT, DriverOptions, ExitStatus, Input, Machine, OnWorkingState, Outcome,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::{NaiveDate, Utc};
 use clap::{Args, Subcommand};
-use retirement_core::{CoreError, OriginalIdentity, Override, Retirement};
+use retirement_core::{CoreError, Deadline, OriginalIdentity, Override, Retirement};
 use retirement_store::{
     DieselStore, MoveTarget, NewRetirement, QueueQuery, StateWindow, StoreError, StoreOptions,
 };
@@ -191,22 +191,30 @@ pub(crate) async fn queue(config: &Config, args: QueueArgs) -> Result<u8, CliErr
                 retired_username: &'a str,
                 state: &'a str,
                 requested: String,
+                due: String,
+                days_left: i64,
             }
+            let deadline = deadline_of(config, r);
             let row = Row {
                 retirement_id: r.id().0,
                 retired_username: r.retired_username(),
                 state: r.current_state(),
                 requested: r.created().to_rfc3339(),
+                due: deadline.due.to_rfc3339(),
+                days_left: deadline.days_left,
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&row).unwrap_or_default());
         } else {
+            let deadline = deadline_of(config, r);
             let _ = writeln!(
                 out,
-                "{:>8}  {:<40}  {:<24}  {}",
+                "{:>8}  {:<40}  {:<24}  {}  due {} ({})",
                 r.id().0,
                 r.retired_username(),
                 r.current_state(),
-                r.created().format("%Y-%m-%d")
+                r.created().format("%Y-%m-%d"),
+                deadline.due.format("%Y-%m-%d"),
+                deadline.describe()
             );
         }
     }
@@ -290,7 +298,11 @@ pub(crate) async fn waiting_learners(
 }
 
 /// The `status` text of one retirement (no original username, email or name).
-pub(crate) fn render_status(r: &Retirement, wait: Option<&retirement_core::Wait>) -> String {
+pub(crate) fn render_status(
+    r: &Retirement,
+    wait: Option<&retirement_core::Wait>,
+    deadline: &Deadline,
+) -> String {
     let mut out = String::new();
     let p = r.parts();
     let _ = writeln!(out, "retirement:       {}", r.id());
@@ -311,6 +323,14 @@ pub(crate) fn render_status(r: &Retirement, wait: Option<&retirement_core::Wait>
         "modified:         {}",
         r.modified().format("%Y-%m-%d %H:%M:%S UTC")
     );
+    if !is_finished(r) {
+        let _ = writeln!(
+            out,
+            "due:              {} ({})",
+            deadline.due.format("%Y-%m-%d %H:%M UTC"),
+            deadline.describe()
+        );
+    }
     if let Some(wait) = wait {
         let _ = writeln!(out, "waiting:          {wait}");
     }
@@ -346,6 +366,7 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
         .wait_of(r.id())
         .await?
         .filter(|w| w.applies_to(&r));
+    let deadline = deadline_of(config, &r);
     if args.json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -357,6 +378,8 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             last_state: &'a str,
             requested: String,
             modified: String,
+            due: String,
+            days_left: i64,
             #[serde(skip_serializing_if = "Option::is_none")]
             waiting_on: Option<&'a retirement_core::Wait>,
             log: &'a [retirement_core::LogEntry],
@@ -371,6 +394,8 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             last_state: r.last_state(),
             requested: r.created().to_rfc3339(),
             modified: r.modified().to_rfc3339(),
+            due: deadline.due.to_rfc3339(),
+            days_left: deadline.days_left,
             waiting_on: wait.as_ref(),
             log: r.log(),
         };
@@ -379,7 +404,7 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
-        print!("{}", render_status(&r, wait.as_ref()));
+        print!("{}", render_status(&r, wait.as_ref(), &deadline));
     }
     Ok(exit::OK)
 }
@@ -815,4 +840,96 @@ fn read_usernames(path: &PathBuf) -> Result<Vec<(usize, String)>, CliError> {
         rows.push((line, username));
     }
     Ok(rows)
+}
+
+/// A learner's statutory deadline under the config's regime, as of now (extensions are not
+/// recorded yet: every request runs on the unextended clock).
+pub(crate) fn deadline_of(config: &Config, r: &Retirement) -> Deadline {
+    Deadline::at(config.deadline_regime, r.created(), 0, Utc::now())
+}
+
+/// Whether the learner's request is answered (COMPLETE) or withdrawn (ABORTED).
+fn is_finished(r: &Retirement) -> bool {
+    matches!(
+        r.current_state(),
+        retirement_core::COMPLETE | retirement_core::ABORTED
+    )
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Csv)]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ReportFormat {
+    /// retirement_id, retired_username, state, received, due, days_left.
+    Csv,
+}
+
+/// `retire report`: every open request (not COMPLETE or ABORTED, ERRORED included) with its
+/// statutory deadline, oldest due first, with no original username, email or name.
+pub(crate) async fn report(config: &Config, args: ReportArgs) -> Result<u8, CliError> {
+    let ReportFormat::Csv = args.format;
+    let wired = wiring::wire(config).await?;
+    let pipeline = wiring::pipeline(config, &wired).await?;
+    let states: Vec<String> = pipeline
+        .all_states()
+        .into_iter()
+        .filter(|s| ![retirement_core::COMPLETE, retirement_core::ABORTED].contains(s))
+        .map(str::to_owned)
+        .collect();
+    let query = QueueQuery {
+        states,
+        cool_off_days: 0,
+        limit: None,
+    };
+    let mut open: Vec<(Retirement, Deadline)> = wired
+        .store
+        .queue(&query, Utc::now())
+        .await?
+        .into_iter()
+        .map(|r| {
+            let deadline = deadline_of(config, &r);
+            (r, deadline)
+        })
+        .collect();
+    open.sort_by_key(|(r, d)| (d.due, r.id()));
+    let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+    let write = |out: &mut csv::Writer<_>, row: &[&str]| {
+        out.write_record(row)
+            .map_err(|e| CliError::Usage(format!("writing the report: {e}")))
+    };
+    write(
+        &mut out,
+        &[
+            "retirement_id",
+            "retired_username",
+            "state",
+            "received",
+            "due",
+            "days_left",
+            "regime",
+        ],
+    )?;
+    let regime = config.deadline_regime.to_string();
+    for (r, d) in &open {
+        write(
+            &mut out,
+            &[
+                &r.id().to_string(),
+                r.retired_username(),
+                r.current_state(),
+                &d.received.to_rfc3339(),
+                &d.due.to_rfc3339(),
+                &d.days_left.to_string(),
+                &regime,
+            ],
+        )?;
+    }
+    out.flush()
+        .map_err(|e| CliError::Usage(format!("writing the report: {e}")))?;
+    Ok(exit::OK)
 }

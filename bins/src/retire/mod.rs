@@ -124,6 +124,9 @@ enum Command {
     /// Cancel a PENDING retirement by the learner's email address (with `store: lms`,
     /// through the LMS's staff account lookup and cancel_retirement).
     Cancel(admin::CancelArgs),
+    /// Export every open request (ERRORED included) with its statutory deadline: received,
+    /// due, days left (`deadlines:` regime, default GDPR's one month). No personal data.
+    Report(admin::ReportArgs),
     /// Mark a manual stage (a person's task, e.g. Salesforce's) done for one learner,
     /// audited: the learner moves on to the stage's completion state.
     Done(admin::DoneArgs),
@@ -190,6 +193,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Rerun(args) => admin::rerun(&config()?, args).await,
         Command::Cancel(args) => admin::cancel(&config()?, args).await,
         Command::Done(args) => admin::done(&config()?, args).await,
+        Command::Report(args) => admin::report(&config()?, args).await,
         Command::Cleanup(args) => cleanup::cleanup(&config()?, args).await,
         Command::Request(args) => admin::request(&config()?, args).await,
         Command::States { command } => admin::states(&config()?, command).await,

@@ -925,6 +925,12 @@ async fn status_output_and_help_texts() {
     let mut settings = insta::Settings::clone_current();
     settings.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}( UTC)?", "[time]");
     settings.add_filter(r"\(\d+ attempts\)", "(N attempts)");
+    // The due date and days left follow today's date.
+    settings.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "[due]");
+    settings.add_filter(
+        r"\((\d+ days? left|\d+ days overdue|due today|overdue today)\)",
+        "([days])",
+    );
     settings.bind(|| insta::assert_snapshot!("retire_status", status.stdout));
 
     let help = |args: &[&str]| {

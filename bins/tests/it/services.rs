@@ -285,3 +285,63 @@ async fn the_standalone_store_queues_a_learner_by_email_alone() {
     );
     assert!(!status.stdout.contains("Only.Email"), "{}", status.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_report_lists_every_open_request_with_its_statutory_deadline() {
+    let mut world = World::new("report").await;
+    let learners = world.seed(3).await;
+    let check = |world: &World, regime: retirement_core::Regime| {
+        let out = world.retire(&["report", "--format", "csv"]);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        let mut lines = out.stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some("retirement_id,retired_username,state,received,due,days_left,regime")
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 3, "{}", out.stdout);
+        for row in &rows {
+            assert_eq!(row[2], "PENDING");
+            let received = chrono::DateTime::parse_from_rfc3339(row[3])
+                .unwrap()
+                .to_utc();
+            let due = chrono::DateTime::parse_from_rfc3339(row[4])
+                .unwrap()
+                .to_utc();
+            assert_eq!(due, regime.due(received, 0));
+            let left = (due.date_naive() - chrono::Utc::now().date_naive()).num_days();
+            assert_eq!(row[5].parse::<i64>().unwrap(), left);
+        }
+        for l in &learners {
+            assert!(!out.stdout.contains(&l.username) && !out.stdout.contains(&l.email));
+        }
+        out.stdout
+    };
+    check(&world, retirement_core::Regime::Gdpr);
+    // CCPA's 45 days, by config; `status` shows the same due date.
+    let config = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        format!("{config}deadlines:\n  regime: ccpa\n"),
+    )
+    .unwrap();
+    let report = check(&world, retirement_core::Regime::Ccpa);
+    let due_day = &report.lines().nth(1).unwrap().split(',').nth(4).unwrap()[..10];
+    let status = world.retire(&["status", &learners[0].username]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("due:              {due_day}")),
+        "{}",
+        status.stdout
+    );
+    // A bad regime is a config error naming the key.
+    std::fs::write(
+        &world.config,
+        format!("{config}deadlines:\n  regime: a month\n"),
+    )
+    .unwrap();
+    let out = world.retire(&["report"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("deadlines.regime"), "{}", out.stderr);
+}
