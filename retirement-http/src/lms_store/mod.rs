@@ -195,42 +195,46 @@ impl LmsStore {
         }
     }
 
-    /// The username of the active account with `email` (the staff account lookup), or
-    /// `None` when no active account has it (unknown, or already being retired: the LMS
-    /// replaced its email at the request).
-    pub async fn username_for_email(&self, email: &str) -> Result<Option<String>> {
+    /// The staff account lookup (`GET accounts?email=…` or `?lms_user_id=…`): its status,
+    /// the answer as JSON, and the account's current username when it names one. A 403 is
+    /// the error naming what the worker lacks; any other failure is reported without the
+    /// LMS's text, which may echo what was looked up.
+    async fn look_up_account(
+        &self,
+        query: (&str, String),
+    ) -> Result<(u16, serde_json::Value, Option<String>)> {
         let (status, body) = self
-            .request(
-                reqwest::Method::GET,
-                ACCOUNTS,
-                &[("email", email.to_owned())],
-                None,
-            )
+            .request(reqwest::Method::GET, ACCOUNTS, &[query], None)
             .await?;
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let username = match &json {
+            serde_json::Value::Array(items) => items.first(),
+            other => Some(other),
+        }
+        .and_then(|a| a.get("username"))
+        .and_then(|u| u.as_str())
+        .map(str::to_owned);
         match status {
-            200..=299 => {
-                let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let account = match &json {
-                    serde_json::Value::Array(items) => items.first(),
-                    other => Some(other),
-                };
-                Ok(account
-                    .and_then(|a| a.get("username"))
-                    .and_then(|u| u.as_str())
-                    .map(str::to_owned))
-            }
-            404 => Ok(None),
+            200..=299 | 400 | 404 => Ok((status, json, username)),
             403 => Err(StoreError::Lms {
                 status,
-                message: "the account lookup by email needs a staff worker (is_staff on the \
+                message: "the staff account lookup needs a staff worker (is_staff on the \
                           retirement service user)"
                     .into(),
             }),
             _ => Err(StoreError::Lms {
                 status,
-                message: message_of(&body),
+                message: "the staff account lookup failed".into(),
             }),
         }
+    }
+
+    /// The username of the active account with `email` (the staff account lookup), or
+    /// `None` when no active account has it (unknown, or already being retired: the LMS
+    /// replaced its email at the request).
+    pub async fn username_for_email(&self, email: &str) -> Result<Option<String>> {
+        let (status, _, username) = self.look_up_account(("email", email.to_owned())).await?;
+        Ok(username.filter(|_| (200..300).contains(&status)))
     }
 
     fn remember(&self, list: &[Retirement]) {
@@ -457,24 +461,12 @@ impl RetirementStore for LmsStore {
     async fn find_by_email(&self, original_email: &str) -> Result<Retirement> {
         // The staff account lookup: a retired email answers 404 with the retirement's id
         // (while it can still be cancelled, within the LMS's COOL_OFF_DAYS).
-        let (status, body) = self
-            .request(
-                reqwest::Method::GET,
-                ACCOUNTS,
-                &[("email", original_email.to_owned())],
-                None,
-            )
+        let (status, json, _) = self
+            .look_up_account(("email", original_email.to_owned()))
             .await?;
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         match status {
             200..=299 => Err(StoreError::NotFound {
                 what: "that email address (the LMS has an active account with it)".into(),
-            }),
-            403 => Err(StoreError::Lms {
-                status,
-                message: "the account lookup by email needs a staff worker (is_staff on the \
-                          retirement service user)"
-                    .into(),
             }),
             404 => match json.get("retirement_id").and_then(|v| v.as_i64()) {
                 Some(id) => self.get(RetirementId(id)).await,
@@ -489,54 +481,21 @@ impl RetirementStore for LmsStore {
                     what: "that email address".into(),
                 }),
             },
-            _ => Err(StoreError::Lms {
-                status,
-                message: message_of(&body),
+            _ => Err(StoreError::NotFound {
+                what: "that email address".into(),
             }),
         }
     }
 
     async fn find_by_user_id(&self, lms_user_id: i64) -> Result<Retirement> {
-        let (status, body) = self
-            .request(
-                reqwest::Method::GET,
-                ACCOUNTS,
-                &[("lms_user_id", lms_user_id.to_string())],
-                None,
-            )
+        let (status, _, username) = self
+            .look_up_account(("lms_user_id", lms_user_id.to_string()))
             .await?;
-        match status {
-            200..=299 => {
-                let json: serde_json::Value =
-                    serde_json::from_str(&body).map_err(|e| StoreError::Lms {
-                        status,
-                        message: format!("unreadable account: {e}"),
-                    })?;
-                let account = match &json {
-                    serde_json::Value::Array(items) => items.first(),
-                    other => Some(other),
-                };
-                // The current username: the LMS's status lookup takes the hashed one too.
-                let username = account
-                    .and_then(|a| a.get("username"))
-                    .and_then(|u| u.as_str())
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: format!("LMS user {lms_user_id}"),
-                    })?;
-                self.find_by_username(username).await
-            }
-            403 => Err(StoreError::Lms {
-                status,
-                message: "the account lookup by user id needs a staff worker (is_staff on the \
-                          retirement service user)"
-                    .into(),
-            }),
-            400 | 404 => Err(StoreError::NotFound {
+        match username.filter(|_| (200..300).contains(&status)) {
+            // The current username: the LMS's status lookup takes the hashed one too.
+            Some(username) => self.find_by_username(&username).await,
+            None => Err(StoreError::NotFound {
                 what: format!("LMS user {lms_user_id}"),
-            }),
-            _ => Err(StoreError::Lms {
-                status,
-                message: message_of(&body),
             }),
         }
     }
