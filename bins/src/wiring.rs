@@ -5,12 +5,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use retirement_core::{Pipeline, StageKind};
+use retirement_core::{Pipeline, RetirementId, StageKind};
 use retirement_http::Steps;
 use retirement_http::runtime::default_worker_id;
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
 use retirement_store::enterprise_access::EnterpriseAccessStore;
-use retirement_store::{AssignmentStore, DieselStore, RetirementStore, StoreOptions};
+use retirement_store::{AssignmentStore, DieselStore, Journal, RetirementStore, StoreOptions};
 
 use crate::config::{AssignmentsSchema, Config};
 use crate::error::CliError;
@@ -28,6 +28,29 @@ pub struct Wired {
     pub clients: Option<Arc<ServiceClients>>,
     /// The LMS store, when the LMS is the store (its own admin calls: bulk requests).
     pub lms: Option<Arc<LmsStore>>,
+    /// The operator journal (extensions, reveals, runs): the SQL store, or the lease database
+    /// in LMS mode; `None` for the LMS without a `lease_store`.
+    pub journal: Option<Arc<dyn Journal>>,
+}
+
+impl Wired {
+    /// The journal, or a refusal saying where one comes from.
+    pub fn journal(&self, what: &str) -> Result<&Arc<dyn Journal>, CliError> {
+        self.journal.as_ref().ok_or_else(|| {
+            CliError::Refused(format!(
+                "{what} needs a database to record it in: with store: lms, set lease_store \
+                 (the LMS has nowhere to keep it)"
+            ))
+        })
+    }
+
+    /// How many times each learner's deadline was extended (none without a journal).
+    pub async fn extensions(&self) -> Result<BTreeMap<RetirementId, u32>, CliError> {
+        match &self.journal {
+            Some(journal) => Ok(journal.extensions().await?),
+            None => Ok(BTreeMap::new()),
+        }
+    }
 }
 
 /// 64 random bits from the OS (std seeds `RandomState` from it): tombstone nonces and jitter
@@ -132,8 +155,11 @@ pub async fn wire_as(config: &Config, worker: &str) -> Result<Wired, CliError> {
             )
         })?;
         let mut store = LmsStore::new(clients.clone()).map_err(CliError::Store)?;
+        let mut journal: Option<Arc<dyn Journal>> = None;
         if let Some(url) = &config.lease_store {
-            store = store.with_leases(open_sql(url).await?);
+            let leases = open_sql(url).await?;
+            journal = Some(leases.clone());
+            store = store.with_leases(leases);
         }
         if config.retirement_pipeline.is_some() {
             store = store.with_states(config.desired_states()?);
@@ -144,6 +170,7 @@ pub async fn wire_as(config: &Config, worker: &str) -> Result<Wired, CliError> {
             sql: None,
             clients: Some(clients),
             lms: Some(store),
+            journal,
         });
     }
     if config.lease_store.is_some() {
@@ -155,9 +182,10 @@ pub async fn wire_as(config: &Config, worker: &str) -> Result<Wired, CliError> {
     let sql = open_sql(&config.store).await?;
     Ok(Wired {
         store: sql.clone(),
-        sql: Some(sql),
+        sql: Some(sql.clone()),
         clients,
         lms: None,
+        journal: Some(sql),
     })
 }
 

@@ -34,6 +34,15 @@ impl Regime {
         }
     }
 
+    /// How many extensions the statute allows (GDPR and CCPA: one); `None` for a regime of
+    /// days, whose extensions the site's own policy limits.
+    pub fn max_extensions(self) -> Option<u32> {
+        match self {
+            Regime::Gdpr | Regime::Ccpa => Some(1),
+            Regime::Days(_) => None,
+        }
+    }
+
     /// When a request received at `received` is due, after `extensions` extensions (the
     /// statutes allow one; more are counted as the regime's extension each).
     pub fn due(self, received: DateTime<Utc>, extensions: u32) -> DateTime<Utc> {

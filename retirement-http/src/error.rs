@@ -46,9 +46,16 @@ pub enum HttpError {
         /// What happened (no learner data, no token).
         message: String,
     },
-    /// The assignment store failed.
-    #[error("assignment store: {0}")]
+    /// The store failed (the assignment store, or the status store behind the console).
+    #[error("store: {0}")]
     Store(#[from] retirement_store::StoreError),
+    /// An operator's action was refused (wrong state, not allowed by the regime, nothing to
+    /// record it in); the text says why.
+    #[error("{0}")]
+    Refused(String),
+    /// What an operator asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The fake edX could not start.
     #[error("the fake edX could not start: {0}")]
     Fake(String),

@@ -13,6 +13,7 @@
 //!   each with bounded concurrency and leases, and performs its actions through a
 //!   [`runtime::StepCaller`]; [`Steps`] is the standard one (the HTTP clients, and the built-in
 //!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
+//! - `console` (feature `console`): `retire serve`, the operator console over any store.
 //! - `fake::FakeEdx` (feature `fake`) serves the same API on 127.0.0.1 for tests, the demo and
 //!   benchmarks.
 #![warn(missing_docs)]
@@ -22,6 +23,8 @@ pub mod catalog;
 mod client;
 pub mod clock;
 pub mod connectors;
+#[cfg(feature = "console")]
+pub mod console;
 mod error;
 pub mod expiry;
 #[cfg(feature = "fake")]

@@ -28,7 +28,7 @@ use crate::retirements::{
 use crate::rows::{LogRow, NewLogRow, NewStatusRow, StateRow, StatusRow, from_micros, micros};
 use crate::schema::{
     retirement_log as log, retirement_requests as req, retirement_states as st,
-    retirement_statuses as s, retirement_waits as wt,
+    retirement_statuses as s, retirement_waits as wt, retirement_actions as act,
 };
 use crate::waits::{WaitRow, put_wait};
 
@@ -703,6 +703,9 @@ impl RetirementStore for DieselStore {
             diesel::delete(wt::table.filter(wt::retirement_id.eq(row.id)))
                 .execute(tx)
                 .await?;
+            diesel::delete(act::table.filter(act::retirement_id.eq(row.id)))
+                .execute(tx)
+                .await?;
             // Cancelled while PENDING: the learner may request again (upstream's signal).
             diesel::delete(req::table.filter(req::retired_username.eq(&row.retired_username)))
                 .execute(tx)
@@ -751,6 +754,9 @@ impl RetirementStore for DieselStore {
                 .execute(tx)
                 .await?;
             diesel::delete(wt::table.filter(wt::retirement_id.eq_any(&ids)))
+                .execute(tx)
+                .await?;
+            diesel::delete(act::table.filter(act::retirement_id.eq_any(&ids)))
                 .execute(tx)
                 .await?;
             diesel::delete(

@@ -15,6 +15,9 @@
 //! - [`LeaseTable`] keeps the same fenced leases apart from the states, for the LMS-backed
 //!   store in `retirement-http`: several driver hosts share one table while the LMS holds
 //!   the states.
+//! - [`Journal`] records what operators did besides moving learners (deadline extensions,
+//!   reveals of an original email) and what each run did, for the console and the deadline
+//!   clock. A SQL store is its own journal; the LMS store keeps it in its lease database.
 //! - The assignment tables ([`DieselStore::import_assignments`],
 //!   [`DieselStore::expire_assignments`], …) stream with keyset pagination and scrub PII from
 //!   every table that held it, history included.
@@ -35,6 +38,7 @@ mod conn;
 mod diesel_store;
 pub mod enterprise_access;
 mod error;
+mod journal;
 mod lease_table;
 mod retirements;
 mod rows;
@@ -55,6 +59,7 @@ pub use assignments::{DEFAULT_BATCH, ImportSummary};
 pub use conn::{BackendKind, StoreOptions};
 pub use diesel_store::DieselStore;
 pub use error::{Result, StoreError};
+pub use journal::{ActionKind, Journal, OperatorAction, RunRecord};
 pub use lease_table::{Acquired, LeaseTable};
 pub use retirement_core;
 pub use retirements::{

@@ -127,7 +127,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    retirement_actions (id) {
+        id -> BigInt,
+        retirement_id -> BigInt,
+        at -> BigInt,
+        operator -> Text,
+        kind -> Text,
+        reason -> Text,
+    }
+}
+
+diesel::table! {
+    retirement_runs (id) {
+        id -> BigInt,
+        started -> BigInt,
+        ended -> BigInt,
+        worker -> Text,
+        outcome -> Text,
+        claimed -> BigInt,
+        completed -> BigInt,
+        errored -> BigInt,
+        waiting -> BigInt,
+        deferred -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    retirement_actions,
+    retirement_runs,
     retirement_waits,
     retirement_leases,
     retirement_states,

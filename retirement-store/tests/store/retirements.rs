@@ -3,7 +3,7 @@
 use chrono::NaiveDate;
 use retirement_store::retirement_core::{Actor, CoreError, Override, Retirement, RetirementId};
 use retirement_store::{
-    DieselStore, MoveTarget, QueueQuery, RetirementStore, StateWindow, StoreError, StoreOptions,
+    ActionKind, DieselStore, Journal, MoveTarget, OperatorAction, RunRecord, QueueQuery, RetirementStore, StateWindow, StoreError, StoreOptions,
 };
 
 use crate::harness::Test;
@@ -21,6 +21,7 @@ pub(crate) fn tests() -> Vec<Test> {
         crate::test!(bulk_moves_are_all_or_nothing),
         crate::test!(cancel_only_from_pending),
         crate::test!(cleanup_is_all_or_nothing_and_leaves_no_pii),
+        crate::test!(journal_records_actions_and_runs),
     ]
 }
 
@@ -55,7 +56,7 @@ async fn migrations_are_explicit_and_checked(store: Store) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, StoreError::SchemaBehind { pending } if pending == &["20261123000001", "20261204000001", "20261205000001"]),
+        matches!(&err, StoreError::SchemaBehind { pending } if pending == &["20261123000001", "20261204000001", "20261205000001", "20261206000001"]),
         "{err}"
     );
     assert!(err.to_string().contains("run `retire db migrate`"), "{err}");
@@ -64,7 +65,7 @@ async fn migrations_are_explicit_and_checked(store: Store) {
         .unwrap();
     assert_eq!(
         opened.migrate().await.unwrap(),
-        vec!["20261123000001", "20261204000001", "20261205000001"]
+        vec!["20261123000001", "20261204000001", "20261205000001", "20261206000001"]
     );
     drop(opened);
     DieselStore::connect(&empty.url, &StoreOptions::default())
@@ -669,4 +670,71 @@ async fn cleanup_is_all_or_nothing_and_leaves_no_pii(store: Store) {
         StoreError::NotAllComplete
     ));
     let _ = pending;
+}
+
+async fn journal_records_actions_and_runs(store: Store) {
+    with_default_states(&store).await;
+    let a = enqueue(&store, 1, day(0)).await;
+    let b = enqueue(&store, 2, day(0)).await;
+    let action = |id, kind, reason: &str, d| OperatorAction {
+        retirement_id: id,
+        at: day(d),
+        operator: "ops-alice".into(),
+        kind,
+        reason: reason.into(),
+    };
+    store
+        .record_action(&action(a.id(), ActionKind::Extend, "complex request", 3))
+        .await
+        .unwrap();
+    store
+        .record_action(&action(a.id(), ActionKind::Reveal, "ticket 12", 4))
+        .await
+        .unwrap();
+    store
+        .record_action(&action(a.id(), ActionKind::Extend, "second period", 5))
+        .await
+        .unwrap();
+    store
+        .record_action(&action(b.id(), ActionKind::Extend, "vendor backlog", 5))
+        .await
+        .unwrap();
+    // A blank reason is refused and records nothing.
+    let err = store
+        .record_action(&action(b.id(), ActionKind::Extend, "  ", 6))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArgument(_)), "{err}");
+    let of_a = store.actions_of(a.id()).await.unwrap();
+    assert_eq!(
+        of_a,
+        vec![
+            action(a.id(), ActionKind::Extend, "complex request", 3),
+            action(a.id(), ActionKind::Reveal, "ticket 12", 4),
+            action(a.id(), ActionKind::Extend, "second period", 5),
+        ]
+    );
+    let counts = store.extensions().await.unwrap();
+    assert_eq!(counts.get(&a.id()), Some(&2));
+    assert_eq!(counts.get(&b.id()), Some(&1));
+    // Cancelling a learner takes its journal with it.
+    store.cancel(b.id()).await.unwrap();
+    assert!(store.actions_of(b.id()).await.unwrap().is_empty());
+    assert_eq!(store.extensions().await.unwrap().get(&b.id()), None);
+
+    let run = |n: u64| RunRecord {
+        started: day(n as i64),
+        ended: day(n as i64) + chrono::TimeDelta::seconds(90),
+        worker: format!("host-{n}"),
+        outcome: if n == 2 { "errored".into() } else { "ok".into() },
+        claimed: n * 10,
+        completed: n * 9,
+        errored: n,
+        waiting: 0,
+        deferred: 0,
+    };
+    for n in 1..=3 {
+        store.record_run(&run(n)).await.unwrap();
+    }
+    assert_eq!(store.recent_runs(2).await.unwrap(), vec![run(3), run(2)]);
 }

@@ -1,0 +1,2 @@
+DROP TABLE retirement_runs;
+DROP TABLE retirement_actions;
