@@ -155,6 +155,92 @@ pub struct RetiredIdKeys {
     pub email_domain: Option<String>,
 }
 
+/// `console:`: `retire serve`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleKeys {
+    /// Where to listen (default `127.0.0.1:8650`: loopback only).
+    pub listen: Option<String>,
+    /// The console's URL as browsers reach it (default `http://<listen>`); the LMS sign-in
+    /// redirects back to it.
+    pub public_url: Option<String>,
+    /// Operators who sign in with a password (`retire console hash-password` makes the hash).
+    #[serde(default)]
+    pub operators: Vec<OperatorKey>,
+    /// Sign-in through the LMS's OAuth2 provider (staff only).
+    pub lms_sign_in: Option<LmsSignInKeys>,
+    /// A bearer token that lets a Prometheus scraper read `/metrics` without a session.
+    pub metrics_token: Option<Secret>,
+    /// Force `Secure` cookies on or off (default: on unless `public_url` is plain HTTP on
+    /// loopback).
+    pub secure_cookies: Option<bool>,
+}
+
+/// One password operator.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorKey {
+    /// The name audited actions carry.
+    pub name: String,
+    /// An argon2id PHC string (`$argon2id$v=19$…`), never the password.
+    pub password_hash: String,
+}
+
+/// `console.lms_sign_in`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmsSignInKeys {
+    /// The LMS OAuth2 application's client id (authorization-code grant, confidential, with
+    /// the redirect URI `<public_url>/login/lms/callback`).
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: Secret,
+    /// The LMS's URL as browsers reach it (default `base_urls.lms`).
+    pub lms_url: Option<String>,
+}
+
+/// `alerts:`: where PII-free alerts go and how often.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AlertKeys {
+    /// A Slack-compatible incoming webhook (its URL is a secret: a string or `{env: NAME}`).
+    pub webhook_url: Option<Secret>,
+    /// Email through an SMTP relay.
+    pub smtp: Option<SmtpKeys>,
+    /// Alert on requests due within this many days (default 7).
+    pub due_within_days: Option<i64>,
+    /// At most one message of a kind per this many minutes (default 60).
+    pub min_interval_minutes: Option<i64>,
+    /// The same message is not repeated within this many hours (default 24).
+    pub repeat_after_hours: Option<i64>,
+    /// Where the alerter remembers what it sent between runs (default: nowhere; each run
+    /// deduplicates only its own alerts).
+    pub state_file: Option<PathBuf>,
+    /// The site's name in subjects (default `retire`).
+    pub site: Option<String>,
+}
+
+/// `alerts.smtp`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpKeys {
+    /// The relay.
+    pub host: String,
+    /// Its port (default 587).
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    #[serde(default)]
+    pub security: retirement_http::alerts::SmtpSecurity,
+    /// Login.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<Secret>,
+    /// The sender address.
+    pub from: String,
+    /// Operator addresses.
+    pub to: Vec<String>,
+}
+
 /// The whole config. Every field has a default, so a missing file means "defaults".
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -221,6 +307,10 @@ pub struct Config {
     /// The statutory clock requests run on (`deadlines: {regime: gdpr|ccpa|DAYS}`, default
     /// GDPR's one month).
     pub deadline_regime: Regime,
+    /// `console:` (`retire serve`).
+    pub console: ConsoleKeys,
+    /// `alerts:`.
+    pub alerts: Option<AlertKeys>,
     /// Keys nobody knows, for the warning.
     pub unknown_keys: Vec<String>,
 }
@@ -268,6 +358,8 @@ impl Default for Config {
             braze: None,
             partner_report_keys: false,
             deadline_regime: Regime::Gdpr,
+            console: ConsoleKeys::default(),
+            alerts: None,
             unknown_keys: Vec::new(),
         }
     }
@@ -412,6 +504,8 @@ impl Config {
                         )
                     })?;
                 }
+                "console" => config.console = typed(k, value, &error)?,
+                "alerts" => config.alerts = Some(typed(k, value, &error)?),
                 "braze_api_key"
                 | "braze_instance"
                 | "amplitude_api_key"

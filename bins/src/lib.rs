@@ -8,6 +8,7 @@
 //! `retirement_http::runner`; persistence in `retirement-store`.
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod config;
 pub mod error;
 pub mod expire;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use retirement_core::{Pipeline, RetirementId, StageKind};
 use retirement_http::Steps;
+use retirement_http::console::Console;
 use retirement_http::runtime::default_worker_id;
 use retirement_http::{ClientCredentials, HttpOptions, LmsStore, ServiceClients};
 use retirement_store::enterprise_access::EnterpriseAccessStore;
@@ -277,4 +278,31 @@ pub async fn steps(
         .check_pipeline(pipeline)
         .map_err(|m| config.error("retirement_pipeline", m))?;
     Ok(Arc::new(steps))
+}
+
+/// The console's view of the wired store (`retire serve`, `retire extend`, the deadline
+/// alerts): one definition of what "stuck", "due" and "overdue" mean.
+pub fn console(config: &Config, wired: &Wired, pipeline: Arc<Pipeline>) -> Console {
+    Console {
+        store: wired.store.clone(),
+        journal: wired.journal.clone(),
+        pipeline,
+        regime: config.deadline_regime,
+        clock: Arc::new(retirement_http::clock::SystemClock),
+        stuck_after: chrono::TimeDelta::seconds(config.lease_seconds as i64),
+        store_kind: store_kind(&config.store).to_owned(),
+    }
+}
+
+/// `sqlite`, `postgres`, `mysql` or `lms`.
+fn store_kind(url: &str) -> &str {
+    if url == LMS_STORE {
+        return "lms";
+    }
+    match url.split_once("://").map(|(scheme, _)| scheme) {
+        Some("postgres" | "postgresql") => "postgres",
+        Some("mysql" | "mariadb") => "mysql",
+        Some(other) => other,
+        None => "sqlite",
+    }
 }

@@ -13,11 +13,13 @@
 //!   each with bounded concurrency and leases, and performs its actions through a
 //!   [`runtime::StepCaller`]; [`Steps`] is the standard one (the HTTP clients, and the built-in
 //!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
+//! - [`alerts`]: PII-free alerts to a webhook and/or SMTP, deduplicated and rate-limited.
 //! - `console` (feature `console`): `retire serve`, the operator console over any store.
 //! - `fake::FakeEdx` (feature `fake`) serves the same API on 127.0.0.1 for tests, the demo and
 //!   benchmarks.
 #![warn(missing_docs)]
 
+pub mod alerts;
 mod auth;
 pub mod catalog;
 mod client;

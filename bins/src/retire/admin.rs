@@ -1,5 +1,6 @@
 //! The operator commands: queue, status, reset, rerun, cancel, request, states, db.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -66,6 +67,26 @@ pub(crate) struct DoneArgs {
     #[arg(long)]
     reason: String,
     /// Who did it (default $USER; written to the learner's log).
+    #[arg(long)]
+    operator: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "retirement_id", "user_id"])))]
+pub(crate) struct ExtendArgs {
+    /// The learner's original username (exact case).
+    username: Option<String>,
+    /// The learner by retirement id instead.
+    #[arg(long)]
+    retirement_id: Option<i64>,
+    /// The learner by LMS user id instead.
+    #[arg(long)]
+    user_id: Option<i64>,
+    /// Why the request needs longer (recorded; GDPR Art. 12(3) asks for the reasons to be
+    /// given to the learner).
+    #[arg(long)]
+    reason: String,
+    /// Who decided (default $USER; recorded).
     #[arg(long)]
     operator: Option<String>,
 }
@@ -171,6 +192,7 @@ fn describe(r: &Retirement) -> String {
 
 pub(crate) async fn queue(config: &Config, args: QueueArgs) -> Result<u8, CliError> {
     let wired = wiring::wire(config).await?;
+    let extensions = wired.extensions().await?;
     let pipeline = wiring::pipeline(config, &wired).await?;
     let query = QueueQuery {
         states: pipeline
@@ -194,7 +216,7 @@ pub(crate) async fn queue(config: &Config, args: QueueArgs) -> Result<u8, CliErr
                 due: String,
                 days_left: i64,
             }
-            let deadline = deadline_of(config, r);
+            let deadline = deadline_of(config, r, &extensions);
             let row = Row {
                 retirement_id: r.id().0,
                 retired_username: r.retired_username(),
@@ -205,7 +227,7 @@ pub(crate) async fn queue(config: &Config, args: QueueArgs) -> Result<u8, CliErr
             };
             let _ = writeln!(out, "{}", serde_json::to_string(&row).unwrap_or_default());
         } else {
-            let deadline = deadline_of(config, r);
+            let deadline = deadline_of(config, r, &extensions);
             let _ = writeln!(
                 out,
                 "{:>8}  {:<40}  {:<24}  {}  due {} ({})",
@@ -302,6 +324,7 @@ pub(crate) fn render_status(
     r: &Retirement,
     wait: Option<&retirement_core::Wait>,
     deadline: &Deadline,
+    actions: &[retirement_store::OperatorAction],
 ) -> String {
     let mut out = String::new();
     let p = r.parts();
@@ -324,15 +347,37 @@ pub(crate) fn render_status(
         r.modified().format("%Y-%m-%d %H:%M:%S UTC")
     );
     if !is_finished(r) {
+        let extended = actions
+            .iter()
+            .filter(|a| a.kind == retirement_store::ActionKind::Extend)
+            .count();
         let _ = writeln!(
             out,
-            "due:              {} ({})",
+            "due:              {} ({}{})",
             deadline.due.format("%Y-%m-%d %H:%M UTC"),
-            deadline.describe()
+            deadline.describe(),
+            match extended {
+                0 => String::new(),
+                1 => ", extended once".to_owned(),
+                n => format!(", extended {n} times"),
+            }
         );
     }
     if let Some(wait) = wait {
         let _ = writeln!(out, "waiting:          {wait}");
+    }
+    if !actions.is_empty() {
+        let _ = writeln!(out, "operator actions:");
+        for a in actions {
+            let _ = writeln!(
+                out,
+                "  {}  {}  [operator:{}]  {}",
+                a.at.format("%Y-%m-%d %H:%M:%S"),
+                a.kind,
+                a.operator,
+                a.reason
+            );
+        }
     }
     let _ = writeln!(out, "log:");
     for entry in r.log() {
@@ -366,7 +411,19 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
         .wait_of(r.id())
         .await?
         .filter(|w| w.applies_to(&r));
-    let deadline = deadline_of(config, &r);
+    let actions = match &wired.journal {
+        Some(journal) => journal.actions_of(r.id()).await?,
+        None => Vec::new(),
+    };
+    let extensions: BTreeMap<_, _> = [(
+        r.id(),
+        actions
+            .iter()
+            .filter(|a| a.kind == retirement_store::ActionKind::Extend)
+            .count() as u32,
+    )]
+    .into();
+    let deadline = deadline_of(config, &r, &extensions);
     if args.json {
         #[derive(Serialize)]
         struct Json<'a> {
@@ -383,6 +440,7 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             #[serde(skip_serializing_if = "Option::is_none")]
             waiting_on: Option<&'a retirement_core::Wait>,
             log: &'a [retirement_core::LogEntry],
+            operator_actions: Vec<serde_json::Value>,
         }
         let p = r.parts();
         let json = Json {
@@ -398,13 +456,24 @@ pub(crate) async fn status(config: &Config, args: StatusArgs) -> Result<u8, CliE
             days_left: deadline.days_left,
             waiting_on: wait.as_ref(),
             log: r.log(),
+            operator_actions: actions
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "at": a.at.to_rfc3339(),
+                        "operator": a.operator,
+                        "action": a.kind.as_str(),
+                        "reason": a.reason,
+                    })
+                })
+                .collect(),
         };
         println!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
-        print!("{}", render_status(&r, wait.as_ref(), &deadline));
+        print!("{}", render_status(&r, wait.as_ref(), &deadline, &actions));
     }
     Ok(exit::OK)
 }
@@ -482,6 +551,38 @@ pub(crate) async fn done(config: &Config, args: DoneArgs) -> Result<u8, CliError
         stage.service,
         why.operator,
         after.current_state()
+    );
+    Ok(exit::OK)
+}
+
+/// `retire extend`: one more statutory period for one learner, recorded in the journal.
+pub(crate) async fn extend(config: &Config, args: ExtendArgs) -> Result<u8, CliError> {
+    let why = Override {
+        operator: operator(args.operator)?,
+        reason: args.reason,
+    };
+    let wired = wiring::wire(config).await?;
+    wired.journal("extending a deadline")?;
+    let pipeline = wiring::pipeline(config, &wired).await?;
+    let learner = match args.retirement_id {
+        Some(id) => wired.store.get(retirement_core::RetirementId(id)).await?,
+        None => find(&wired, args.username.as_deref(), None, args.user_id).await?,
+    };
+    let console = wiring::console(config, &wired, pipeline);
+    let deadline = console
+        .extend(learner.id(), &why)
+        .await
+        .map_err(|e| match e {
+            retirement_http::HttpError::Refused(m) => CliError::Refused(m),
+            other => other.into(),
+        })?;
+    println!(
+        "{}: deadline extended by {}, now due {} ({}); recorded as operator {}",
+        describe(&learner),
+        why.operator,
+        deadline.due.format("%Y-%m-%d %H:%M UTC"),
+        deadline.describe(),
+        why.operator
     );
     Ok(exit::OK)
 }
@@ -842,10 +943,19 @@ fn read_usernames(path: &PathBuf) -> Result<Vec<(usize, String)>, CliError> {
     Ok(rows)
 }
 
-/// A learner's statutory deadline under the config's regime, as of now (extensions are not
-/// recorded yet: every request runs on the unextended clock).
-pub(crate) fn deadline_of(config: &Config, r: &Retirement) -> Deadline {
-    Deadline::at(config.deadline_regime, r.created(), 0, Utc::now())
+/// A learner's statutory deadline under the config's regime with its recorded extensions,
+/// as of now.
+pub(crate) fn deadline_of(
+    config: &Config,
+    r: &Retirement,
+    extensions: &BTreeMap<retirement_core::RetirementId, u32>,
+) -> Deadline {
+    Deadline::at(
+        config.deadline_regime,
+        r.created(),
+        extensions.get(&r.id()).copied().unwrap_or(0),
+        Utc::now(),
+    )
 }
 
 /// Whether the learner's request is answered (COMPLETE) or withdrawn (ABORTED).
@@ -886,13 +996,14 @@ pub(crate) async fn report(config: &Config, args: ReportArgs) -> Result<u8, CliE
         cool_off_days: 0,
         limit: None,
     };
+    let extensions = wired.extensions().await?;
     let mut open: Vec<(Retirement, Deadline)> = wired
         .store
         .queue(&query, Utc::now())
         .await?
         .into_iter()
         .map(|r| {
-            let deadline = deadline_of(config, &r);
+            let deadline = deadline_of(config, &r, &extensions);
             (r, deadline)
         })
         .collect();

@@ -9,9 +9,10 @@ use clap::Args;
 use indicatif::ProgressBar;
 use retirement_core::{DriverOptions, ExitStatus, Outcome};
 use retirement_http::runtime::{
-    LearnerReport, LearnerResult, RunObserver, RunOptions, RunSummary, Runner, retire_one,
+    LearnerReport, LearnerResult, RunError, RunObserver, RunOptions, RunSummary, Runner,
+    retire_one,
 };
-use retirement_store::StoreError;
+use retirement_store::{RunRecord, StoreError};
 use tokio::sync::watch;
 
 use super::{Global, load_config};
@@ -192,8 +193,49 @@ pub(crate) fn stop_on_signals() -> watch::Receiver<bool> {
 }
 
 pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Result<u8, CliError> {
+    let started = Utc::now();
     let options = run_options(config, &args)?;
+    let worker = options.worker.clone();
     let wired = wiring::wire_as(config, &options.worker).await?;
+    let mut total = RunSummary::default();
+    let result = run_wired(config, global, args, &wired, options, &mut total).await;
+    let outcome = match &result {
+        Ok(code) if *code == exit::OK => "ok",
+        Ok(code) if *code == exit::SERVICE_DOWN => "service-down",
+        Ok(_) if total.shutdown => "interrupted",
+        Ok(_) => "errored",
+        Err(CliError::Run(RunError::TooManyLearners { .. })) => "refused",
+        Err(_) => "failed",
+    };
+    let record = RunRecord {
+        started,
+        ended: Utc::now(),
+        worker,
+        outcome: outcome.to_owned(),
+        claimed: total.claimed,
+        completed: total.completed,
+        errored: total.errored,
+        waiting: total.waiting,
+        deferred: total.deferred,
+    };
+    if let Some(journal) = &wired.journal
+        && let Err(e) = journal.record_run(&record).await
+    {
+        tracing::warn!(error = %e, "the run could not be recorded in the journal");
+    }
+    crate::alerts::after_run(config, &wired, &record, &total, result.as_ref().err()).await;
+    result
+}
+
+async fn run_wired(
+    config: &Config,
+    global: &Global,
+    args: RunArgs,
+    wired: &wiring::Wired,
+    options: RunOptions,
+    total: &mut RunSummary,
+) -> Result<u8, CliError> {
+    let wired = wired;
     let pipeline = wiring::pipeline(config, &wired).await?;
     let steps = wiring::steps(config, &wired, &pipeline).await?;
     for warning in wiring::pipeline_warnings(config, &pipeline) {
@@ -209,7 +251,6 @@ pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Resu
     let stop = stop_on_signals();
     let bar = logging::progress(None, logging::interactive(global.log_format));
     let observer = Arc::new(Progress(bar.clone()));
-    let mut total = RunSummary::default();
     loop {
         let summary = runner.run(stop.clone(), observer.clone()).await?;
         if args.watch {
@@ -235,9 +276,9 @@ pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Resu
         }
     }
     bar.finish_and_clear();
-    print_summary(&total, args.json);
+    print_summary(total, args.json);
     if let Some(path) = &args.metrics_file {
-        metrics::write(path, &metrics::render(&total, Utc::now().timestamp()))?;
+        metrics::write(path, &metrics::render(total, Utc::now().timestamp()))?;
     }
     Ok(if !total.services_down.is_empty() {
         exit::SERVICE_DOWN

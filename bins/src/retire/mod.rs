@@ -6,6 +6,7 @@ mod cleanup;
 #[cfg(feature = "demo")]
 mod demo;
 mod drive;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -127,6 +128,17 @@ enum Command {
     /// Export every open request (ERRORED included) with its statutory deadline: received,
     /// due, days left (`deadlines:` regime, default GDPR's one month). No personal data.
     Report(admin::ReportArgs),
+    /// Extend one learner's statutory deadline by the regime's extension (GDPR: two
+    /// months; CCPA: 45 days; the statutes allow one), audited with a reason.
+    Extend(admin::ExtendArgs),
+    /// Serve the operator console: the queue per state, deadlines, one learner's timeline,
+    /// audited actions, bulk retry, a JSON API and /metrics (config `console:`).
+    Serve(serve::ServeArgs),
+    /// Console helpers.
+    Console {
+        #[command(subcommand)]
+        command: serve::ConsoleCommand,
+    },
     /// Mark a manual stage (a person's task, e.g. Salesforce's) done for one learner,
     /// audited: the learner moves on to the stage's completion state.
     Done(admin::DoneArgs),
@@ -193,6 +205,9 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Rerun(args) => admin::rerun(&config()?, args).await,
         Command::Cancel(args) => admin::cancel(&config()?, args).await,
         Command::Done(args) => admin::done(&config()?, args).await,
+        Command::Extend(args) => admin::extend(&config()?, args).await,
+        Command::Serve(args) => serve::serve(&config()?, args).await,
+        Command::Console { command } => serve::console_command(command),
         Command::Report(args) => admin::report(&config()?, args).await,
         Command::Cleanup(args) => cleanup::cleanup(&config()?, args).await,
         Command::Request(args) => admin::request(&config()?, args).await,
