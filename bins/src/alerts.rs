@@ -19,9 +19,10 @@ pub fn alerter(config: &Config) -> Result<Option<Alerter>, CliError> {
     };
     let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
     if let Some(url) = &keys.webhook_url {
-        sinks.push(Box::new(
-            Webhook::new(url.clone()).map_err(|e| config.error("alerts.webhook_url", e.to_string()))?,
-        ));
+        sinks
+            .push(Box::new(Webhook::new(url.clone()).map_err(|e| {
+                config.error("alerts.webhook_url", e.to_string())
+            })?));
     }
     if let Some(smtp) = &keys.smtp {
         if smtp.to.is_empty() {

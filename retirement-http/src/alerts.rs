@@ -222,10 +222,8 @@ impl AlertSink for Smtp {
             .port(self.port)
             .timeout(Some(Duration::from_secs(30)));
         if let (Some(user), Some(password)) = (&self.username, &self.password) {
-            transport = transport.credentials(Credentials::new(
-                user.clone(),
-                password.expose().to_owned(),
-            ));
+            transport =
+                transport.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
         }
         transport
             .build()
@@ -276,9 +274,8 @@ pub struct FileLedger(pub PathBuf);
 impl AlertLedger for FileLedger {
     fn load(&self) -> Result<LedgerState, HttpError> {
         match std::fs::read_to_string(&self.0) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| {
-                HttpError::InvalidService(format!("{}: {e}", self.0.display()))
-            }),
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| HttpError::InvalidService(format!("{}: {e}", self.0.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(LedgerState::default()),
             Err(e) => Err(HttpError::InvalidService(format!(
                 "{}: {e}",
@@ -332,7 +329,11 @@ pub enum Delivery {
 
 impl Alerter {
     /// Sends `alerts` at `now`; returns what happened to each.
-    pub async fn send(&self, alerts: &[Alert], now: DateTime<Utc>) -> Result<Vec<Delivery>, HttpError> {
+    pub async fn send(
+        &self,
+        alerts: &[Alert],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Delivery>, HttpError> {
         let mut state = self.ledger.load()?;
         state.sent.retain(|_, at| now - *at < self.repeat_after);
         let mut out = Vec::with_capacity(alerts.len());

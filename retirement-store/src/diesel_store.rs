@@ -27,8 +27,8 @@ use crate::retirements::{
 };
 use crate::rows::{LogRow, NewLogRow, NewStatusRow, StateRow, StatusRow, from_micros, micros};
 use crate::schema::{
-    retirement_log as log, retirement_requests as req, retirement_states as st,
-    retirement_statuses as s, retirement_waits as wt, retirement_actions as act,
+    retirement_actions as act, retirement_log as log, retirement_requests as req,
+    retirement_states as st, retirement_statuses as s, retirement_waits as wt,
 };
 use crate::waits::{WaitRow, put_wait};
 

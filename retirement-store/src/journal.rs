@@ -220,7 +220,17 @@ impl Journal for DieselStore {
         });
         rows.into_iter()
             .map(
-                |(started, ended, worker, outcome, claimed, completed, errored, waiting, deferred)| {
+                |(
+                    started,
+                    ended,
+                    worker,
+                    outcome,
+                    claimed,
+                    completed,
+                    errored,
+                    waiting,
+                    deferred,
+                )| {
                     Ok(RunRecord {
                         started: from_micros("retirement_runs", started)?,
                         ended: from_micros("retirement_runs", ended)?,

@@ -9,8 +9,7 @@ use clap::Args;
 use indicatif::ProgressBar;
 use retirement_core::{DriverOptions, ExitStatus, Outcome};
 use retirement_http::runtime::{
-    LearnerReport, LearnerResult, RunError, RunObserver, RunOptions, RunSummary, Runner,
-    retire_one,
+    LearnerReport, LearnerResult, RunError, RunObserver, RunOptions, RunSummary, Runner, retire_one,
 };
 use retirement_store::{RunRecord, StoreError};
 use tokio::sync::watch;

@@ -77,9 +77,9 @@ pub(crate) fn access(config: &Config, public_url: &str) -> Result<Access, CliErr
 
 /// Binds `listen`, refusing a bad address with a usage error.
 pub(crate) async fn bind(listen: &str) -> Result<tokio::net::TcpListener, CliError> {
-    let addr: SocketAddr = listen
-        .parse()
-        .map_err(|_| CliError::Usage(format!("{listen:?} is not an address like 127.0.0.1:8650")))?;
+    let addr: SocketAddr = listen.parse().map_err(|_| {
+        CliError::Usage(format!("{listen:?} is not an address like 127.0.0.1:8650"))
+    })?;
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(CliError::io(format!("listening on {listen}")))

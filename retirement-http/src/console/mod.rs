@@ -29,8 +29,8 @@ use serde::Serialize;
 
 pub use access::{Access, AccessConfig, LmsSignIn, Operator, Session};
 pub use ops::{
-    ActionName, Availability, BulkResult, Console, DUE_SOON_DAYS, Filter, LearnerPage,
-    LearnerRow, LearnerView, Overview, PAGE_SIZE, RunView, Sort, TimelineEntry,
+    ActionName, Availability, BulkResult, Console, DUE_SOON_DAYS, Filter, LearnerPage, LearnerRow,
+    LearnerView, Overview, PAGE_SIZE, RunView, Sort, TimelineEntry,
 };
 
 use crate::connectors::Secret;
@@ -91,7 +91,10 @@ async fn security_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -169,11 +172,7 @@ fn forbidden(headers: &HeaderMap, session: Option<&Session>) -> Response {
         )
             .into_response()
     } else {
-        (
-            StatusCode::FORBIDDEN,
-            pages::error(session, 403, message),
-        )
-            .into_response()
+        (StatusCode::FORBIDDEN, pages::error(session, 403, message)).into_response()
     }
 }
 
@@ -433,6 +432,11 @@ async fn learners(
 /// A filter field as JSON: numbers for the numeric fields, strings otherwise.
 fn filter_value(key: &str, value: &str) -> serde_json::Value {
     match key {
+        "overdue" => match value {
+            "true" | "on" | "1" => serde_json::Value::Bool(true),
+            "false" | "0" => serde_json::Value::Bool(false),
+            other => serde_json::Value::from(other),
+        },
         "max_days_left" | "page" => value
             .trim()
             .parse::<i64>()
@@ -502,10 +506,7 @@ async fn act(
         Ok(id) => id,
         Err(e) => return failure(&headers, Some(&session), &e),
     };
-    let Some(action) = ActionName::ALL
-        .into_iter()
-        .find(|a| a.as_str() == action)
-    else {
+    let Some(action) = ActionName::ALL.into_iter().find(|a| a.as_str() == action) else {
         return failure(
             &headers,
             Some(&session),
@@ -555,10 +556,12 @@ async fn act(
                 None,
             )
         }),
-        ActionName::Reveal => console
-            .reveal(id, &why)
-            .await
-            .map(|email| ("Revealed (recorded in the timeline).".to_owned(), Some(email))),
+        ActionName::Reveal => console.reveal(id, &why).await.map(|email| {
+            (
+                "Revealed (recorded in the timeline).".to_owned(),
+                Some(email),
+            )
+        }),
     };
     match result {
         Ok((message, revealed)) => {
@@ -591,10 +594,8 @@ async fn act(
                 }
                 // The email is shown on this response only: never in a URL or a flash.
                 (_, Some(email)) => match console.learner(id).await {
-                    Ok(view) => {
-                        pages::learner(&session, &view, Some(&message), None, Some(&email))
-                            .into_response()
-                    }
+                    Ok(view) => pages::learner(&session, &view, Some(&message), None, Some(&email))
+                        .into_response(),
                     Err(e) => failure(&headers, Some(&session), &e),
                 },
                 (_, None) => {
@@ -681,9 +682,13 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let by_token = matches!((&app.metrics_token, bearer), (Some(t), Some(b)) if same(t.expose(), b));
+    let by_token =
+        matches!((&app.metrics_token, bearer), (Some(t), Some(b)) if same(t.expose(), b));
     if !by_token && session_of(&app, &headers).is_none() {
-        return (StatusCode::UNAUTHORIZED, "sign in, or send the metrics bearer token\n")
+        return (
+            StatusCode::UNAUTHORIZED,
+            "sign in, or send the metrics bearer token\n",
+        )
             .into_response();
     }
     match app.console.overview().await {
@@ -739,7 +744,10 @@ pub fn render_metrics(o: &Overview) -> String {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     out
 }

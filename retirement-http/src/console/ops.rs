@@ -163,6 +163,8 @@ pub struct Filter {
     pub to: Option<NaiveDate>,
     /// At most this many days left (0: due today or overdue).
     pub max_days_left: Option<i64>,
+    /// Only requests past their due moment.
+    pub overdue: Option<bool>,
     /// The order.
     #[serde(default)]
     pub sort: Sort,
@@ -421,6 +423,7 @@ impl Console {
             .filter(|r| filter.state.as_ref().is_none_or(|s| *s == r.state))
             .filter(|r| filter.from.is_none_or(|d| r.requested.date_naive() >= d))
             .filter(|r| filter.to.is_none_or(|d| r.requested.date_naive() <= d))
+            .filter(|r| filter.overdue.is_none_or(|o| r.overdue == o))
             .filter(|r| {
                 filter
                     .max_days_left
@@ -431,9 +434,9 @@ impl Console {
             Sort::Due => rows.sort_by_key(|r| (r.due.is_none(), r.due, r.retirement_id)),
             Sort::Requested => rows.sort_by_key(|r| (r.requested, r.retirement_id)),
             Sort::Id => rows.sort_by_key(|r| r.retirement_id),
-            Sort::State => rows.sort_by(|a, b| {
-                (&a.state, a.retirement_id).cmp(&(&b.state, b.retirement_id))
-            }),
+            Sort::State => {
+                rows.sort_by(|a, b| (&a.state, a.retirement_id).cmp(&(&b.state, b.retirement_id)))
+            }
         }
         let total = rows.len();
         let pages = total.div_ceil(PAGE_SIZE).max(1);
@@ -498,13 +501,14 @@ impl Console {
                     ActionName::Retry => self.retry_target(r).err(),
                     ActionName::Rerun => (r.current_state() != retirement_core::COMPLETE)
                         .then(|| "only a COMPLETE learner is rerun".to_owned()),
-                    ActionName::Cancel => (r.current_state() != retirement_core::PENDING)
-                        .then(|| {
+                    ActionName::Cancel => {
+                        (r.current_state() != retirement_core::PENDING).then(|| {
                             format!(
                                 "only a PENDING request can be cancelled; this one is in {}",
                                 r.current_state()
                             )
-                        }),
+                        })
+                    }
                     ActionName::Done => self.manual_stage(r).is_none().then(|| {
                         "only a learner waiting in a manual stage is marked done".to_owned()
                     }),
@@ -585,7 +589,9 @@ impl Console {
 
     fn audited(why: &Override) -> Result<(), HttpError> {
         if why.operator.trim().is_empty() {
-            return Err(StoreError::Core(CoreError::MissingAuditField { field: "operator" }).into());
+            return Err(
+                StoreError::Core(CoreError::MissingAuditField { field: "operator" }).into(),
+            );
         }
         if why.reason.trim().is_empty() {
             return Err(StoreError::Core(CoreError::MissingAuditField { field: "reason" }).into());

@@ -7,8 +7,8 @@ use retirement_core::Pipeline;
 
 use super::access::Session;
 use super::ops::{
-    ActionName, BulkResult, DUE_SOON_DAYS, Filter, LearnerPage, LearnerRow, LearnerView,
-    Overview, Sort,
+    ActionName, BulkResult, DUE_SOON_DAYS, Filter, LearnerPage, LearnerRow, LearnerView, Overview,
+    Sort,
 };
 
 const STYLE: &str = r#"
@@ -153,7 +153,11 @@ fn diagram(pipeline: &Pipeline, counts: &[(String, usize)]) -> Markup {
     let arrow = |x1: i32, y1: i32, x2: i32, y2: i32, dashed: bool| {
         format!(
             r##"<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#5b6b7c" marker-end="url(#a)"{}/>"##,
-            if dashed { r#" stroke-dasharray="4 3""# } else { "" }
+            if dashed {
+                r#" stroke-dasharray="4 3""#
+            } else {
+                ""
+            }
         )
     };
     let mut lines = String::new();
@@ -204,7 +208,7 @@ pub(super) fn overview(
             div.cards {
                 (card("open", "open requests", overview.open, "", "/learners"))
                 (card("errored", "ERRORED", overview.errored, if overview.errored > 0 { "bad" } else { "" }, "/learners?state=ERRORED"))
-                (card("overdue", "overdue", overview.overdue, if overview.overdue > 0 { "bad" } else { "" }, "/learners?max_days_left=-1"))
+                (card("overdue", "overdue", overview.overdue, if overview.overdue > 0 { "bad" } else { "" }, "/learners?overdue=true"))
                 (card("due-soon", &format!("due within {DUE_SOON_DAYS} days"), overview.due_soon, if overview.due_soon > 0 { "warn" } else { "" }, &format!("/learners?max_days_left={DUE_SOON_DAYS}")))
                 (card("stuck", "stuck (worker died)", overview.stuck, if overview.stuck > 0 { "warn" } else { "" }, "/learners"))
                 (card("waiting", "waiting on a vendor or a person", overview.waiting, "", "/learners"))
@@ -404,7 +408,11 @@ pub(super) fn learner(
 }
 
 /// The bulk retry page: the ERRORED learners with checkboxes, and the last result.
-pub(super) fn bulk(session: &Session, errored: &[LearnerRow], result: Option<&BulkResult>) -> Markup {
+pub(super) fn bulk(
+    session: &Session,
+    errored: &[LearnerRow],
+    result: Option<&BulkResult>,
+) -> Markup {
     page(
         "Bulk retry",
         Some(session),

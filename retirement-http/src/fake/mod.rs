@@ -8,6 +8,8 @@
 //! (faults and pause gates around the status API), `in_process` (the socket-less transport),
 //! `enterprise` (enterprise-catalog's content metadata and enterprise-subsidy's subsidies).
 
+#[cfg(feature = "console")]
+pub mod console;
 mod enterprise;
 mod faults;
 mod in_process;
@@ -166,6 +168,10 @@ struct Shared {
     vendors: VendorData,
     /// The LMS's user accounts (the account lookup, bulk retirement).
     users: Vec<FakeUser>,
+    /// Who the LMS's OAuth2 provider signs in (`set_sign_in`): username and staff flag.
+    sign_in: Option<(String, bool)>,
+    /// Authorization codes issued: code -> (redirect_uri, username, staff).
+    codes: HashMap<String, (String, String, bool)>,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -311,6 +317,7 @@ impl FakeEdx {
         let accounts = "/api/user/v1/accounts";
         let router = Router::new()
             .route("/oauth2/access_token", post(issue_token))
+            .route("/oauth2/authorize", get(tokens::authorize))
             .route(&format!("{accounts}/retirement_queue/"), get(lms_queue))
             .route(
                 &format!("{accounts}/retirements_by_status_and_date/"),
@@ -462,6 +469,12 @@ impl FakeEdx {
             path: path.to_owned(),
             gate,
         }
+    }
+
+    /// The user the LMS's OAuth2 provider signs in when a browser arrives at
+    /// `/oauth2/authorize` (`None`: the user declines, `error=access_denied`).
+    pub fn set_sign_in(&self, user: Option<(&str, bool)>) {
+        self.state.lock().sign_in = user.map(|(name, staff)| (name.to_owned(), staff));
     }
 
     /// Records a learner's current state for the step endpoints' guard.

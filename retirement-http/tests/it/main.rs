@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod connectors;
+mod console;
 mod driven;
 mod enterprise_expiry;
 mod lms_store;

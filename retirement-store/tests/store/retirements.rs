@@ -3,7 +3,8 @@
 use chrono::NaiveDate;
 use retirement_store::retirement_core::{Actor, CoreError, Override, Retirement, RetirementId};
 use retirement_store::{
-    ActionKind, DieselStore, Journal, MoveTarget, OperatorAction, RunRecord, QueueQuery, RetirementStore, StateWindow, StoreError, StoreOptions,
+    ActionKind, DieselStore, Journal, MoveTarget, OperatorAction, QueueQuery, RetirementStore,
+    RunRecord, StateWindow, StoreError, StoreOptions,
 };
 
 use crate::harness::Test;
@@ -65,7 +66,12 @@ async fn migrations_are_explicit_and_checked(store: Store) {
         .unwrap();
     assert_eq!(
         opened.migrate().await.unwrap(),
-        vec!["20261123000001", "20261204000001", "20261205000001", "20261206000001"]
+        vec![
+            "20261123000001",
+            "20261204000001",
+            "20261205000001",
+            "20261206000001"
+        ]
     );
     drop(opened);
     DieselStore::connect(&empty.url, &StoreOptions::default())
@@ -726,7 +732,11 @@ async fn journal_records_actions_and_runs(store: Store) {
         started: day(n as i64),
         ended: day(n as i64) + chrono::TimeDelta::seconds(90),
         worker: format!("host-{n}"),
-        outcome: if n == 2 { "errored".into() } else { "ok".into() },
+        outcome: if n == 2 {
+            "errored".into()
+        } else {
+            "ok".into()
+        },
         claimed: n * 10,
         completed: n * 9,
         errored: n,
