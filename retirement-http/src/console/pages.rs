@@ -289,7 +289,7 @@ pub(super) fn learners(
                 } }
                 button type="submit" id="filter" { "Filter" }
             }
-            p id="total" { (page_.total) " learner(s) match." }
+            p id="total" data-state=[filter.state.as_deref()] { (page_.total) " learner(s) match." }
             (learner_table(&page_.rows, None))
             div.pager {
                 @if page_.page > 1 { a href={ "/learners?" (query_without_page) "&page=" (page_.page - 1) } { "← previous" } " " }

@@ -1,6 +1,7 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
 mod bad_input;
+mod browser;
 mod connectors;
 mod console;
 mod driven;
@@ -11,6 +12,7 @@ mod shared_suite;
 mod sim;
 mod sim_jobs;
 mod support;
+mod webdriver;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
