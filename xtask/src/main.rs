@@ -11,6 +11,8 @@
 //!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
 //! - `cargo xtask demo`: `retire demo --services all` with 1,000 learners, its debug log
 //!   scanned for originals (a CI step).
+//! - `cargo xtask screenshots`: the console's browser test in headless Chromium, its
+//!   screenshots kept in docs/console for docs/operations.md.
 //! - `cargo xtask sim [--seeds N] [--seed N]`: the deterministic simulation of the driver
 //!   runtime (retirement-http's `sim` tests) over N seeds (default 10,000), or one seed to
 //!   reproduce it; prints the count.
@@ -32,9 +34,12 @@ fn main() -> ExitCode {
         Some("chaos") => chaos(&args[1..]),
         Some("sim") => sim(&args[1..]),
         Some("demo") => demo(),
+        Some("screenshots") => screenshots(),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, chaos all --short\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite),\n                       --store lms (the fake LMS's API as the store),\n                       --queued N (a longer queue than --learners)\n  demo                 `retire demo --services all` with 1,000 learners and a debug log,\n                       checked: everyone retired, calls per service shown, no original\n                       username, email or name in the output or the log\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, outage, workers, lms-workers, db,\n                       input or all;\n                       ARGS: --short (CI counts), --seed N"
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, chaos all --short\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite),\n                       --store lms (the fake LMS's API as the store),\n                       --queued N (a longer queue than --learners)\n  screenshots          the console's browser test, keeping its screenshots in
+                       docs/console (shown by docs/operations.md)
+  demo                 `retire demo --services all` with 1,000 learners and a debug log,\n                       checked: everyone retired, calls per service shown, no original\n                       username, email or name in the output or the log\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, outage, workers, lms-workers, db,\n                       input or all;\n                       ARGS: --short (CI counts), --seed N"
             );
             ExitCode::SUCCESS
         }
@@ -94,6 +99,27 @@ fn ci() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `cargo xtask screenshots`: the browser test, keeping its screenshots in docs/console.
+fn screenshots() -> ExitCode {
+    let dir = project_root().join("docs").join("console");
+    let status = Command::new(cargo())
+        .args(["test", "-p", "retirement-http", "--test", "it", "browser::"])
+        .env("RETIREMENT_SCREENSHOTS", &dir)
+        .current_dir(project_root())
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            println!("screenshots in {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask screenshots: could not run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `cargo xtask sim`: retirement-http's simulation tests in release mode over more seeds.

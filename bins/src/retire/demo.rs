@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use clap::Args;
 use retirement_core::{OriginalIdentity, Override, Pipeline, SIX_STAGE_EXAMPLE, WaitingOn};
 use retirement_http::Steps;
+use retirement_http::console;
 use retirement_http::runtime::{RunOptions, RunSummary, Runner};
 use retirement_store::{DieselStore, RetirementStore};
 
@@ -48,6 +49,14 @@ pub(crate) struct DemoArgs {
     /// `retire status --store sqlite://DIR/store.db …`).
     #[arg(long, value_name = "DIR")]
     keep_in: Option<PathBuf>,
+    /// Afterwards, queue made-up requests in every kind of state (PENDING, stuck, ERRORED,
+    /// overdue, …) and serve the operator console over the demo's store, with a printed
+    /// sign-in, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Where the console listens with --serve.
+    #[arg(long, default_value = super::serve::DEFAULT_LISTEN, requires = "serve")]
+    listen: String,
 }
 
 pub(crate) async fn demo(global: &Global, args: DemoArgs) -> Result<u8, CliError> {
@@ -160,17 +169,84 @@ pub(crate) async fn demo(global: &Global, args: DemoArgs) -> Result<u8, CliError
         "learners per second: {:.0}",
         total.completed as f64 / seconds.max(1e-9)
     );
+    let demo_ok = total.completed == u64::from(args.learners) && overlaps == 0 && clean;
+    if args.serve {
+        use retirement_store::Journal as _;
+        let ended = chrono::Utc::now();
+        store
+            .record_run(&retirement_store::RunRecord {
+                started: ended - chrono::TimeDelta::milliseconds((seconds * 1000.0) as i64),
+                ended,
+                worker: "retire-demo".into(),
+                outcome: if demo_ok { "ok" } else { "errored" }.into(),
+                claimed: total.claimed,
+                completed: total.completed,
+                errored: total.errored,
+                waiting: total.waiting,
+                deferred: total.deferred,
+            })
+            .await?;
+        serve_console(&store, &pipeline, &args.listen).await?;
+    }
     drop(store);
     if let Some(dir) = sandbox.finish(false) {
         println!("store kept at {}", dir.join("store.db").display());
     }
-    Ok(
-        if total.completed == u64::from(args.learners) && overlaps == 0 && clean {
-            exit::OK
-        } else {
-            exit::FAILED
-        },
+    Ok(if demo_ok { exit::OK } else { exit::FAILED })
+}
+
+/// `--serve`: forty more made-up requests in every kind of state, then the console over the
+/// demo's store with a one-time operator password, until Ctrl-C.
+async fn serve_console(
+    store: &Arc<DieselStore>,
+    pipeline: &Arc<Pipeline>,
+    listen: &str,
+) -> Result<(), CliError> {
+    let ids = retirement_core::RetiredIdConfig::new(vec!["demo-console-salt".into()])
+        .map_err(|e| CliError::Refused(e.to_string()))?;
+    retirement_http::fake::console::seed_examples(
+        store,
+        pipeline,
+        &ids,
+        chrono::Utc::now(),
+        40,
+        "Queue",
     )
+    .await?;
+    let listener = super::serve::bind(listen).await?;
+    let local = listener
+        .local_addr()
+        .map_err(CliError::io("reading the listening address"))?;
+    let url = format!("http://{local}");
+    let password = console::access::random_token();
+    let access = console::Access::new(console::AccessConfig {
+        operators: vec![console::Operator {
+            name: "demo".into(),
+            password_hash: console::access::hash_password(&password)?,
+        }],
+        lms: None,
+        public_url: url.clone(),
+        secure_cookies: false,
+    })?;
+    let view = console::Console {
+        store: store.clone(),
+        journal: Some(store.clone()),
+        pipeline: pipeline.clone(),
+        regime: retirement_core::Regime::Gdpr,
+        clock: Arc::new(retirement_http::clock::SystemClock),
+        stuck_after: RunOptions::default().lease_for,
+        store_kind: "sqlite".into(),
+    };
+    println!("console:            {url}");
+    println!("sign in as:         demo / {password}");
+    println!("(Ctrl-C stops the console and removes the demo's store)");
+    let stop = stop_on_signals();
+    console::serve(listener, console::router(view, access, None), async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .map_err(CliError::io("serving the console"))
 }
 
 /// Gives the vendors records of the learners: HubSpot and Marketing Cloud contacts and Red

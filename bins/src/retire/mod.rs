@@ -6,7 +6,7 @@ mod cleanup;
 #[cfg(feature = "demo")]
 mod demo;
 mod drive;
-mod serve;
+pub(crate) mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

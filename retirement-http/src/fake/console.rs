@@ -98,97 +98,19 @@ impl ConsoleWorld {
         let (table, pipeline) = Pipeline::six_stage_example();
         let names: Vec<String> = table.names().map(str::to_owned).collect();
         store.sync_states(&names, false).await?;
-        let last = pipeline.stages().len() - 1;
+        // The last stage is a person's (so `done` has a learner to act on).
+        let manual = pipeline.stages()[pipeline.stages().len() - 1]
+            .working_state
+            .clone();
         let pipeline = pipeline.with_kinds(|s| {
-            if s.working_state == pipeline_last_working(last) {
+            if s.working_state == manual {
                 StageKind::Manual
             } else {
                 StageKind::Call
             }
         });
         let ids = RetiredIdConfig::new(vec!["console-salt".into()]).map_err(fail)?;
-        let stages = pipeline.stages().to_vec();
-        let mut learners = Vec::with_capacity(LEARNERS);
-        for i in 0..LEARNERS {
-            let username = format!("Console.Learner{i}");
-            let email = format!("console.learner{i}@example.com");
-            let requested = now - TimeDelta::hours(36 * i as i64 + 5);
-            let r = store
-                .enqueue(
-                    NewRetirement::new(
-                        OriginalIdentity {
-                            username: username.clone(),
-                            email: email.clone(),
-                            name: format!("Console Person {i}"),
-                        },
-                        Some(1000 + i as i64),
-                        &ids,
-                    ),
-                    requested,
-                )
-                .await?;
-            let (done, then) = plan(i);
-            // Driver writes an hour after the request; a stuck learner's last write is old.
-            let at = requested + TimeDelta::hours(1);
-            let mut state = retirement_core::PENDING.to_owned();
-            for stage in stages.iter().take(done.min(stages.len())) {
-                for to in [&stage.working_state, &stage.complete_state] {
-                    store
-                        .advance(r.id(), None, to, "ok", Actor::Driver, at)
-                        .await?;
-                    state = to.clone();
-                }
-            }
-            let step = |n: usize| stages.get(n).map(|s| s.working_state.clone());
-            match then {
-                "complete" => {
-                    store
-                        .advance(
-                            r.id(),
-                            None,
-                            retirement_core::COMPLETE,
-                            "",
-                            Actor::Driver,
-                            at,
-                        )
-                        .await?;
-                    state = retirement_core::COMPLETE.to_owned();
-                }
-                "errored" | "working" | "stuck" => {
-                    let working = step(done).unwrap_or_else(|| stages[0].working_state.clone());
-                    // A live worker started the step a minute ago; the others long ago.
-                    let started = if then == "working" {
-                        now - TimeDelta::minutes(1)
-                    } else {
-                        at
-                    };
-                    store
-                        .advance(r.id(), None, &working, "Starting", Actor::Driver, started)
-                        .await?;
-                    state = working;
-                    if then == "errored" {
-                        store
-                            .advance(
-                                r.id(),
-                                None,
-                                retirement_core::ERRORED,
-                                "the service answered 500: internal error",
-                                Actor::Driver,
-                                at,
-                            )
-                            .await?;
-                        state = retirement_core::ERRORED.to_owned();
-                    }
-                }
-                _ => {}
-            }
-            learners.push(Seeded {
-                id: r.id(),
-                username,
-                email,
-                state,
-            });
-        }
+        let learners = seed_examples(&store, &pipeline, &ids, now, LEARNERS, "Console").await?;
         let console = Console {
             store: store.clone(),
             journal: Some(store.clone()),
@@ -246,8 +168,99 @@ impl ConsoleWorld {
     }
 }
 
-/// The six-stage example's last working state (its manual stage here).
-fn pipeline_last_working(last: usize) -> String {
-    let (_, pipeline) = Pipeline::six_stage_example();
-    pipeline.stages()[last].working_state.clone()
+/// Seeds `count` made-up learners into `store` along `pipeline` as of `now`, requested over
+/// the last `count * 1.5` days: PENDING, mid-pipeline (a live worker or a dead one),
+/// ERRORED, COMPLETE (the console's tests; `retire demo --serve`'s queue). Originals are
+/// `{prefix}.Learner{i}`, `{prefix-lowercase}.learner{i}@example.com`, `{prefix} Person {i}`.
+pub async fn seed_examples(
+    store: &DieselStore,
+    pipeline: &Pipeline,
+    ids: &RetiredIdConfig,
+    now: DateTime<Utc>,
+    count: usize,
+    prefix: &str,
+) -> Result<Vec<Seeded>, HttpError> {
+    let stages = pipeline.stages().to_vec();
+    let mut learners = Vec::with_capacity(count);
+    for i in 0..count {
+        let username = format!("{prefix}.Learner{i}");
+        let email = format!("{}.learner{i}@example.com", prefix.to_lowercase());
+        let requested = now - TimeDelta::hours(36 * i as i64 + 5);
+        let r = store
+            .enqueue(
+                NewRetirement::new(
+                    OriginalIdentity {
+                        username: username.clone(),
+                        email: email.clone(),
+                        name: format!("{prefix} Person {i}"),
+                    },
+                    Some(1_000_000 + i as i64),
+                    &ids,
+                ),
+                requested,
+            )
+            .await?;
+        let (done, then) = plan(i);
+        // Driver writes an hour after the request; a stuck learner's last write is old.
+        let at = requested + TimeDelta::hours(1);
+        let mut state = retirement_core::PENDING.to_owned();
+        for stage in stages.iter().take(done.min(stages.len())) {
+            for to in [&stage.working_state, &stage.complete_state] {
+                store
+                    .advance(r.id(), None, to, "ok", Actor::Driver, at)
+                    .await?;
+                state = to.clone();
+            }
+        }
+        let step = |n: usize| stages.get(n).map(|s| s.working_state.clone());
+        match then {
+            "complete" => {
+                store
+                    .advance(
+                        r.id(),
+                        None,
+                        retirement_core::COMPLETE,
+                        "",
+                        Actor::Driver,
+                        at,
+                    )
+                    .await?;
+                state = retirement_core::COMPLETE.to_owned();
+            }
+            "errored" | "working" | "stuck" => {
+                let working = step(done).unwrap_or_else(|| stages[0].working_state.clone());
+                // A live worker started the step a minute ago; the others long ago.
+                let started = if then == "working" {
+                    now - TimeDelta::minutes(1)
+                } else {
+                    at
+                };
+                store
+                    .advance(r.id(), None, &working, "Starting", Actor::Driver, started)
+                    .await?;
+                state = working;
+                if then == "errored" {
+                    store
+                        .advance(
+                            r.id(),
+                            None,
+                            retirement_core::ERRORED,
+                            "the service answered 500: internal error",
+                            Actor::Driver,
+                            at,
+                        )
+                        .await?;
+                    state = retirement_core::ERRORED.to_owned();
+                }
+            }
+            _ => {}
+        }
+        learners.push(Seeded {
+            id: r.id(),
+            username,
+            email,
+            state,
+        });
+    }
+    Ok(learners)
 }

@@ -14,6 +14,7 @@ mod enterprise;
 mod faults;
 mod in_process;
 mod lms;
+pub mod sinks;
 mod steps;
 mod tokens;
 mod vendors;

@@ -1,5 +1,6 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
+mod alerts;
 mod bad_input;
 mod browser;
 mod connectors;
