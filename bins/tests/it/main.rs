@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 mod bad_input;
+mod console;
 mod enterprise;
 mod retire;
 mod services;
