@@ -234,9 +234,8 @@ async fn run_wired(
     options: RunOptions,
     total: &mut RunSummary,
 ) -> Result<u8, CliError> {
-    let wired = wired;
-    let pipeline = wiring::pipeline(config, &wired).await?;
-    let steps = wiring::steps(config, &wired, &pipeline).await?;
+    let pipeline = wiring::pipeline(config, wired).await?;
+    let steps = wiring::steps(config, wired, &pipeline).await?;
     for warning in wiring::pipeline_warnings(config, &pipeline) {
         tracing::warn!("{warning}");
     }

@@ -195,7 +195,7 @@ pub async fn seed_examples(
                         name: format!("{prefix} Person {i}"),
                     },
                     Some(1_000_000 + i as i64),
-                    &ids,
+                    ids,
                 ),
                 requested,
             )
