@@ -1,6 +1,6 @@
 //! [`Journal`]: `retirement_actions` and `retirement_runs`, what operators did that is not a
-//! state change (a statutory deadline extended, an original email revealed, each with the
-//! operator's name and reason) and what each `retire run` did. A SQL store is its own journal;
+//! state change (a statutory deadline extended, an original email revealed, a request
+//! cancelled, each with the operator's name and reason) and what each `retire run` did. A SQL store is its own journal;
 //! the LMS store keeps its journal in the lease database, as it keeps its leases and waits.
 //! Nothing here names a learner but by retirement id.
 
@@ -24,6 +24,9 @@ pub enum ActionKind {
     Extend,
     /// The learner's original email was shown to the operator.
     Reveal,
+    /// The PENDING request was cancelled (recorded after the request and its log are gone:
+    /// the only trace of who cancelled it and why).
+    Cancel,
 }
 
 impl ActionKind {
@@ -32,6 +35,7 @@ impl ActionKind {
         match self {
             ActionKind::Extend => "extend",
             ActionKind::Reveal => "reveal",
+            ActionKind::Cancel => "cancel",
         }
     }
 
@@ -39,6 +43,7 @@ impl ActionKind {
         match text {
             "extend" => Ok(ActionKind::Extend),
             "reveal" => Ok(ActionKind::Reveal),
+            "cancel" => Ok(ActionKind::Cancel),
             other => Err(StoreError::InvalidArgument(format!(
                 "retirement_actions: unknown kind {other:?}"
             ))),
@@ -68,7 +73,7 @@ pub struct OperatorAction {
 }
 
 /// What one `retire run` did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRecord {
     /// When it started.
     pub started: DateTime<Utc>,

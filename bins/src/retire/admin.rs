@@ -48,9 +48,10 @@ pub(crate) struct StatusArgs {
     json: bool,
 }
 
+/// One learner, by original username, retirement id or LMS user id.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "retirement_id", "user_id"])))]
-pub(crate) struct DoneArgs {
+#[group(required = true, multiple = false)]
+pub(crate) struct Who {
     /// The learner's original username (exact case).
     username: Option<String>,
     /// The learner by retirement id instead (`retire queue` lists it beside the retired
@@ -60,6 +61,22 @@ pub(crate) struct DoneArgs {
     /// The learner by LMS user id instead.
     #[arg(long)]
     user_id: Option<i64>,
+}
+
+impl Who {
+    /// The learner, with its log.
+    async fn find(&self, wired: &wiring::Wired) -> Result<Retirement, CliError> {
+        match self.retirement_id {
+            Some(id) => Ok(wired.store.get(retirement_core::RetirementId(id)).await?),
+            None => find(wired, self.username.as_deref(), None, self.user_id).await,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DoneArgs {
+    #[command(flatten)]
+    who: Who,
     /// The manual stage's working state (e.g. RETIRING_SALESFORCE) the learner waits in.
     #[arg(long)]
     stage: String,
@@ -72,16 +89,9 @@ pub(crate) struct DoneArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("who").required(true).args(["username", "retirement_id", "user_id"])))]
 pub(crate) struct ExtendArgs {
-    /// The learner's original username (exact case).
-    username: Option<String>,
-    /// The learner by retirement id instead.
-    #[arg(long)]
-    retirement_id: Option<i64>,
-    /// The learner by LMS user id instead.
-    #[arg(long)]
-    user_id: Option<i64>,
+    #[command(flatten)]
+    who: Who,
     /// Why the request needs longer (recorded; GDPR Art. 12(3) asks for the reasons to be
     /// given to the learner).
     #[arg(long)]
@@ -141,6 +151,13 @@ pub(crate) struct RerunArgs {
 pub(crate) struct CancelArgs {
     /// The learner's email address (any case).
     email: String,
+    /// Why (recorded in the journal with the operator, the only trace once the request is
+    /// deleted; default "cancelled at the learner's request").
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who (default $USER).
+    #[arg(long)]
+    operator: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -529,10 +546,7 @@ pub(crate) async fn done(config: &Config, args: DoneArgs) -> Result<u8, CliError
             stage.working_state, stage.service, stage.operation
         )));
     }
-    let before = match args.retirement_id {
-        Some(id) => wired.store.get(retirement_core::RetirementId(id)).await?,
-        None => find(&wired, args.username.as_deref(), None, args.user_id).await?,
-    };
+    let before = args.who.find(&wired).await?;
     if before.current_state() != stage.working_state {
         return Err(CliError::Refused(format!(
             "{} is in {}, not in {}: nothing to mark",
@@ -564,10 +578,7 @@ pub(crate) async fn extend(config: &Config, args: ExtendArgs) -> Result<u8, CliE
     let wired = wiring::wire(config).await?;
     wired.journal("extending a deadline")?;
     let pipeline = wiring::pipeline(config, &wired).await?;
-    let learner = match args.retirement_id {
-        Some(id) => wired.store.get(retirement_core::RetirementId(id)).await?,
-        None => find(&wired, args.username.as_deref(), None, args.user_id).await?,
-    };
+    let learner = args.who.find(&wired).await?;
     let console = wiring::console(config, &wired, pipeline);
     let deadline = console
         .extend(learner.id(), &why)
@@ -682,6 +693,21 @@ pub(crate) async fn cancel(config: &Config, args: CancelArgs) -> Result<u8, CliE
     };
     match wired.store.cancel(r.id()).await {
         Ok(()) => {
+            if let Some(journal) = &wired.journal {
+                let action = retirement_store::OperatorAction {
+                    retirement_id: r.id(),
+                    at: Utc::now(),
+                    // tubular's cancel names no operator: $USER, or "unknown".
+                    operator: operator(args.operator).unwrap_or_else(|_| "unknown".to_owned()),
+                    kind: retirement_store::ActionKind::Cancel,
+                    reason: args
+                        .reason
+                        .unwrap_or_else(|| "cancelled at the learner's request".to_owned()),
+                };
+                if let Err(e) = journal.record_action(&action).await {
+                    tracing::warn!(error = %e, "the cancellation could not be journalled");
+                }
+            }
             println!(
                 "Successfully cancelled retirement request {}. The learner must reset their \
                  password before they can log in again.",

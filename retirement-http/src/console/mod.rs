@@ -30,7 +30,7 @@ use serde::Serialize;
 pub use access::{Access, AccessConfig, LmsSignIn, Operator, Session};
 pub use ops::{
     ActionName, Availability, BulkResult, Console, DUE_SOON_DAYS, Filter, LearnerPage, LearnerRow,
-    LearnerView, Overview, PAGE_SIZE, RunView, Sort, TimelineEntry,
+    LearnerView, Overview, PAGE_SIZE, Sort, TimelineEntry,
 };
 
 use crate::connectors::Secret;

@@ -96,45 +96,9 @@ pub struct Overview {
     /// Age in seconds of the oldest PENDING request.
     pub oldest_pending_seconds: Option<i64>,
     /// The last runs, newest first (empty without a journal).
-    pub runs: Vec<RunView>,
+    pub runs: Vec<RunRecord>,
     /// The statutory regime.
     pub regime: String,
-}
-
-/// One run as the overview shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunView {
-    /// Start.
-    pub started: DateTime<Utc>,
-    /// End.
-    pub ended: DateTime<Utc>,
-    /// Worker.
-    pub worker: String,
-    /// `ok`, `errored`, `interrupted`, `refused`, `failed`.
-    pub outcome: String,
-    /// Claimed.
-    pub claimed: u64,
-    /// COMPLETE.
-    pub completed: u64,
-    /// ERRORED.
-    pub errored: u64,
-    /// Parked.
-    pub waiting: u64,
-}
-
-impl From<RunRecord> for RunView {
-    fn from(r: RunRecord) -> RunView {
-        RunView {
-            started: r.started,
-            ended: r.ended,
-            worker: r.worker,
-            outcome: r.outcome,
-            claimed: r.claimed,
-            completed: r.completed,
-            errored: r.errored,
-            waiting: r.waiting,
-        }
-    }
 }
 
 /// How the learners list is sorted.
@@ -382,12 +346,7 @@ impl Console {
         }
         let open: Vec<&LearnerRow> = rows.iter().filter(|r| r.due.is_some()).collect();
         let runs = match &self.journal {
-            Some(journal) => journal
-                .recent_runs(10)
-                .await?
-                .into_iter()
-                .map(RunView::from)
-                .collect(),
+            Some(journal) => journal.recent_runs(10).await?,
             None => Vec::new(),
         };
         Ok(Overview {
@@ -629,13 +588,27 @@ impl Console {
             .await?)
     }
 
-    /// Cancels a PENDING request. The store deletes it, log included, so the operator and
-    /// reason go to the journal's caller (the console's own log line).
+    /// Cancels a PENDING request. The store deletes it, log included; the journal then
+    /// records who cancelled it and why (the one trace left: ids, a name and a reason).
     pub async fn cancel(&self, id: RetirementId, why: &Override) -> Result<(), HttpError> {
         Self::audited(why)?;
         let r = self.get(id).await?;
         self.check(&r, ActionName::Cancel)?;
-        Ok(self.store.cancel(id).await?)
+        self.store.cancel(id).await?;
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal
+                .record_action(&OperatorAction {
+                    retirement_id: id,
+                    at: self.now(),
+                    operator: why.operator.clone(),
+                    kind: ActionKind::Cancel,
+                    reason: why.reason.clone(),
+                })
+                .await
+        {
+            tracing::warn!(retirement_id = id.0, error = %e, "the cancellation could not be journalled");
+        }
+        Ok(())
     }
 
     /// Marks the manual stage a learner waits in as done, audited (`retire done`).

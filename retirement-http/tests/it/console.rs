@@ -417,6 +417,12 @@ async fn actions_are_audited_and_refused_where_the_state_forbids_them() {
         .await;
     assert_eq!(cancelled.status, 303);
     assert!(world.store.get(pending.id).await.is_err());
+    // The one trace left: who cancelled it and why.
+    let trace = world.store.actions_of(pending.id).await.unwrap();
+    assert_eq!(trace.len(), 1);
+    assert_eq!(trace[0].kind, ActionKind::Cancel);
+    assert_eq!(trace[0].operator, OPERATOR);
+    assert_eq!(trace[0].reason, "learner withdrew");
 
     // Extend: once under GDPR (two more months), then refused.
     let open = world.in_state("PENDING")[1].clone();
@@ -668,4 +674,94 @@ async fn lms_sign_in_admits_staff_only() {
     assert_eq!(forged.status, 401);
     assert!(forged.body.contains("did not start here"));
     let _ = RetirementId(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_lms_what_its_api_cannot_do_is_shown_unavailable() {
+    use std::sync::Arc;
+
+    use retirement_http::LmsStore;
+    use retirement_http::console::{self, Access, AccessConfig, Console, Operator};
+    use retirement_http::fake::console::{FixedClock, seed_examples};
+
+    let (table, pipeline) = retirement_core::Pipeline::six_stage_example();
+    let names: Vec<String> = table.names().map(str::to_owned).collect();
+    let world = crate::support::lms_world(&names).await;
+    let ids = retirement_core::RetiredIdConfig::new(vec!["lms-console".into()]).unwrap();
+    // Requested "now": within the LMS's cool-off, as a real queue is.
+    let at = Utc::now();
+    let seeded = seed_examples(&world.store, &pipeline, &ids, at, 16, "Lms")
+        .await
+        .unwrap();
+    let lms = LmsStore::new(world.clients.clone())
+        .unwrap()
+        .with_states(names.clone());
+    let view = Console {
+        store: Arc::new(lms),
+        journal: None,
+        pipeline: Arc::new(pipeline),
+        regime: retirement_core::Regime::Gdpr,
+        clock: Arc::new(FixedClock(at)),
+        stuck_after: chrono::TimeDelta::minutes(5),
+        store_kind: "lms".into(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let access = Access::new(AccessConfig {
+        operators: vec![Operator {
+            name: OPERATOR.into(),
+            password_hash: console::access::hash_password(PASSWORD).unwrap(),
+        }],
+        lms: None,
+        public_url: url.clone(),
+        secure_cookies: false,
+    })
+    .unwrap();
+    tokio::spawn(console::serve(
+        listener,
+        console::router(view, access, None),
+        std::future::pending(),
+    ));
+    let mut client = Client::new(&url);
+    let csrf = client.sign_in().await;
+
+    let overview: serde_json::Value =
+        serde_json::from_str(&client.get_json("/").await.body).unwrap();
+    let errored: Vec<_> = seeded.iter().filter(|l| l.state == "ERRORED").collect();
+    assert_eq!(overview["errored"], errored.len());
+    assert!(client.get("/").await.body.contains("No runs recorded"));
+
+    // The LMS moves learners (a forced update) and cancels; it has nowhere to record an
+    // extension or a reveal.
+    let learner = errored[0];
+    let page = client.get(&format!("/learners/{}", learner.id.0)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"form-retry\""));
+    for action in ["extend", "reveal"] {
+        let at = page
+            .body
+            .find(&format!("id=\"unavailable-{action}\""))
+            .unwrap_or_else(|| panic!("{action} not shown unavailable"));
+        assert!(page.body[at..].contains("lease_store"));
+    }
+    let reveal = client
+        .post_json(
+            &format!("/learners/{}/reveal", learner.id.0),
+            &csrf,
+            &[("reason", "ticket")],
+        )
+        .await;
+    assert_eq!(reveal.status, 409);
+    assert!(!reveal.body.contains(&learner.email));
+    let retried = client
+        .post_json(
+            &format!("/learners/{}/retry", learner.id.0),
+            &csrf,
+            &[("reason", "through the LMS")],
+        )
+        .await;
+    assert_eq!(retried.status, 200, "{}", retried.body);
+    let r = world.store.get(learner.id).await.unwrap();
+    assert_ne!(r.current_state(), "ERRORED");
+    assert!(r.log().last().unwrap().text.contains("through the LMS"));
 }
