@@ -311,6 +311,8 @@ pub struct Config {
     pub console: ConsoleKeys,
     /// `alerts:`.
     pub alerts: Option<AlertKeys>,
+    /// Where `retire run` posts the learners it completed (`{"completed": [...]}`, PII-free).
+    pub completion_webhook: Option<Secret>,
     /// Keys nobody knows, for the warning.
     pub unknown_keys: Vec<String>,
 }
@@ -360,6 +362,7 @@ impl Default for Config {
             deadline_regime: Regime::Gdpr,
             console: ConsoleKeys::default(),
             alerts: None,
+            completion_webhook: None,
             unknown_keys: Vec::new(),
         }
     }
@@ -506,6 +509,7 @@ impl Config {
                 }
                 "console" => config.console = typed(k, value, &error)?,
                 "alerts" => config.alerts = Some(typed(k, value, &error)?),
+                "completion_webhook" => config.completion_webhook = Some(typed(k, value, &error)?),
                 "braze_api_key"
                 | "braze_instance"
                 | "amplitude_api_key"

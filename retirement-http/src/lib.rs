@@ -13,6 +13,7 @@
 //!   each with bounded concurrency and leases, and performs its actions through a
 //!   [`runtime::StepCaller`]; [`Steps`] is the standard one (the HTTP clients, and the built-in
 //!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
+//! - [`completion`]: the completion feed, PII-free, for downstream erasure jobs.
 //! - [`alerts`]: PII-free alerts to a webhook and/or SMTP, deduplicated and rate-limited.
 //! - `console` (feature `console`): `retire serve`, the operator console over any store.
 //! - `fake::FakeEdx` (feature `fake`) serves the same API on 127.0.0.1 for tests, the demo and
@@ -24,6 +25,7 @@ mod auth;
 pub mod catalog;
 mod client;
 pub mod clock;
+pub mod completion;
 pub mod connectors;
 #[cfg(feature = "console")]
 pub mod console;

@@ -223,6 +223,7 @@ pub(crate) async fn run(config: &Config, global: &Global, args: RunArgs) -> Resu
         tracing::warn!(error = %e, "the run could not be recorded in the journal");
     }
     crate::alerts::after_run(config, &wired, &record, &total, result.as_ref().err()).await;
+    super::completed::notify(config, &wired, started).await;
     result
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod cleanup;
+mod completed;
 #[cfg(feature = "demo")]
 mod demo;
 mod drive;
@@ -131,6 +132,10 @@ enum Command {
     /// Extend one learner's statutory deadline by the regime's extension (GDPR: two
     /// months; CCPA: 45 days; the statutes allow one), audited with a reason.
     Extend(admin::ExtendArgs),
+    /// The completion feed: learners who reached COMPLETE since a time, with retired
+    /// username, LMS user id, completion time and stages run — no original username, email
+    /// or name — for downstream erasure jobs.
+    Completed(completed::CompletedArgs),
     /// Serve the operator console: the queue per state, deadlines, one learner's timeline,
     /// audited actions, bulk retry, a JSON API and /metrics (config `console:`).
     Serve(serve::ServeArgs),
@@ -206,6 +211,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Cancel(args) => admin::cancel(&config()?, args).await,
         Command::Done(args) => admin::done(&config()?, args).await,
         Command::Extend(args) => admin::extend(&config()?, args).await,
+        Command::Completed(args) => completed::completed(&config()?, args).await,
         Command::Serve(args) => serve::serve(&config()?, args).await,
         Command::Console { command } => serve::console_command(command),
         Command::Report(args) => admin::report(&config()?, args).await,

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 mod bad_input;
 mod console;
 mod enterprise;
+mod outputs;
 mod retire;
 mod services;
 
