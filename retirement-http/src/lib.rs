@@ -14,6 +14,7 @@
 //!   [`runtime::StepCaller`]; [`Steps`] is the standard one (the HTTP clients, and the built-in
 //!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
 //! - [`completion`]: the completion feed, PII-free, for downstream erasure jobs.
+//! - [`archive`]: `retire cleanup`'s archive in object storage (S3, GCS, Azure, files), verified.
 //! - [`alerts`]: PII-free alerts to a webhook and/or SMTP, deduplicated and rate-limited.
 //! - `console` (feature `console`): `retire serve`, the operator console over any store.
 //! - `fake::FakeEdx` (feature `fake`) serves the same API on 127.0.0.1 for tests, the demo and
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
+pub mod archive;
 mod auth;
 pub mod catalog;
 mod client;

@@ -27,6 +27,10 @@ pub enum ActionKind {
     /// The PENDING request was cancelled (recorded after the request and its log are gone:
     /// the only trace of who cancelled it and why).
     Cancel,
+    /// `retire cleanup` is about to archive the learner to the object named in the reason
+    /// (written before the upload, so a re-run after a crash finds the object and neither
+    /// loses nor duplicates the learner).
+    Archived,
 }
 
 impl ActionKind {
@@ -36,6 +40,7 @@ impl ActionKind {
             ActionKind::Extend => "extend",
             ActionKind::Reveal => "reveal",
             ActionKind::Cancel => "cancel",
+            ActionKind::Archived => "archived",
         }
     }
 
@@ -44,6 +49,7 @@ impl ActionKind {
             "extend" => Ok(ActionKind::Extend),
             "reveal" => Ok(ActionKind::Reveal),
             "cancel" => Ok(ActionKind::Cancel),
+            "archived" => Ok(ActionKind::Archived),
             other => Err(StoreError::InvalidArgument(format!(
                 "retirement_actions: unknown kind {other:?}"
             ))),

@@ -14,6 +14,7 @@ use clap::Args;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use retirement_core::{COMPLETE, Retirement};
+use retirement_http::archive::{ArchiveTarget, Archiver};
 use retirement_store::StateWindow;
 use serde::Serialize;
 
@@ -37,9 +38,16 @@ pub(crate) struct CleanupArgs {
     /// Learners per batch: each batch is archived, flushed to disk, then deleted.
     #[arg(long, visible_alias = "batch_size", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
-    /// The archive file (gzip JSON lines; default retirement_archive_<UTC time>.json.gz).
-    #[arg(long, value_name = "FILE")]
-    archive: Option<PathBuf>,
+    /// Where the archive goes: object storage — s3://BUCKET/PREFIX, gs://BUCKET/PREFIX,
+    /// az://CONTAINER/PREFIX, file:///DIR — as one object per batch under
+    /// PREFIX/raw/YYYY/MM/, each read back before its learners are deleted; or a local FILE
+    /// (gzip JSON lines; default retirement_archive_<UTC time>.json.gz). Credentials come from
+    /// each provider's environment; AWS_ENDPOINT_URL names an S3-compatible server.
+    #[arg(long, value_name = "URL|FILE")]
+    archive: Option<String>,
+    /// Allow AWS_ENDPOINT_URL to be plain HTTP on a host that is not loopback.
+    #[arg(long)]
+    allow_http: bool,
     /// Also write original_username, original_email and original_name to the archive.
     #[arg(long)]
     include_pii: bool,
@@ -126,7 +134,33 @@ pub(crate) async fn cleanup(config: &Config, args: CleanupArgs) -> Result<u8, Cl
         );
         return Ok(exit::OK);
     }
-    let path = args.archive.clone().unwrap_or_else(|| {
+    if let Some(url) = args.archive.as_deref().filter(|a| ArchiveTarget::is_url(a)) {
+        let target = ArchiveTarget::open(url, args.allow_http)?;
+        let archiver = Archiver {
+            store: wired.store.as_ref(),
+            journal: wired.journal.as_deref(),
+            target: &target,
+            include_pii: args.include_pii,
+        };
+        let summary = archiver
+            .archive_and_delete(&learners, args.batch_size as usize, Utc::now())
+            .await?;
+        for object in &summary.objects {
+            println!("archived to {object}");
+        }
+        println!(
+            "archived and deleted {} learner(s) in {} object(s){}",
+            summary.deleted,
+            summary.objects.len(),
+            if args.include_pii {
+                " (with original username, email and name)"
+            } else {
+                ""
+            }
+        );
+        return Ok(exit::OK);
+    }
+    let path = args.archive.clone().map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(format!(
             "retirement_archive_{}.json.gz",
             Utc::now().format("%Y_%m_%d_%H_%M_%S")

@@ -90,3 +90,101 @@ async fn the_completion_feed_names_completed_learners_without_personal_data() {
     assert_eq!(hook.received().len(), 1);
     world.finish().await;
 }
+
+/// The S3-compatible server's URL (`.ci/run` starts moto's), or a skip line (a failure
+/// under CI=true).
+fn s3_url() -> Option<String> {
+    crate::server_url("RETIREMENT_TEST_S3_URL")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
+    let Some(s3) = s3_url() else { return };
+    let mut world = World::new("s3-archive").await;
+    let learners = world.seed(5).await;
+    let run = world.retire(&["run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let bucket = format!("retire-{}-{}", std::process::id(), rand_suffix());
+    let env = [
+        ("AWS_ENDPOINT_URL", s3.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let cleanup = |world: &World, extra: &[&str]| {
+        let mut args = vec!["cleanup", "--cool-off-days", "0", "--batch-size", "2"];
+        args.extend_from_slice(extra);
+        let mut command = world.command(&args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+    let archive = format!("s3://{bucket}/retirement");
+    // No bucket yet: the upload fails, nothing is deleted.
+    let failed = cleanup(&world, &["--archive", &archive]);
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    for l in &learners {
+        assert_eq!(world.state_of(&l.username).await, "COMPLETE");
+    }
+    // With the bucket: three objects of at most two learners, read back, then deleted.
+    let created = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let done = cleanup(&world, &["--archive", &archive]);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        stdout.contains("archived and deleted 5 learner(s) in 3 object(s)"),
+        "{stdout}"
+    );
+    let target = retirement_http::archive::ArchiveTarget::open_with(
+        &archive,
+        false,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap();
+    let objects = target.objects().await.unwrap();
+    assert_eq!(objects.len(), 3);
+    let year_month = chrono::Utc::now().format("%Y/%m").to_string();
+    let mut names = Vec::new();
+    for (key, bytes) in &objects {
+        assert!(
+            key.starts_with(&format!("retirement/raw/{year_month}/retirement_archive_")),
+            "{key}"
+        );
+        names.extend(retirement_http::archive::retired_usernames_in(bytes));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+            .unwrap();
+        for l in &learners {
+            assert!(!text.contains(&l.username) && !text.contains(&l.email));
+        }
+    }
+    assert_eq!(names.len(), 5);
+    for l in &learners {
+        assert!(world.store.find_by_username(&l.username).await.is_err());
+    }
+    world.finish().await;
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % 1_000_000
+}

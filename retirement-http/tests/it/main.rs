@@ -1,6 +1,7 @@
 //! The clients against the fake edX on loopback: real sockets, no mocks of the client.
 
 mod alerts;
+mod archive;
 mod bad_input;
 mod browser;
 mod connectors;
