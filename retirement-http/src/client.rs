@@ -376,6 +376,54 @@ impl ServiceClients {
         self.transport.send(request).await
     }
 
+    /// An authenticated JSON call to the LMS at `path` (relative to `base_urls.lms`): the
+    /// status and body. The token is fetched again once on a 401. For the LMS's admin APIs
+    /// (the status API of the LMS-backed store, the partner report).
+    pub async fn lms_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, String), HttpError> {
+        let lms = self
+            .base_url("lms")
+            .ok_or_else(|| HttpError::MissingBaseUrl {
+                service: "LMS".into(),
+                key: "lms".into(),
+            })?
+            .trim_end_matches('/')
+            .to_owned();
+        let url = format!("{lms}/{path}");
+        let mut renewed = false;
+        loop {
+            let token = self.tokens().token().await?;
+            let mut request = self
+                .request(method.clone(), &url)
+                .query(query)
+                .header(reqwest::header::AUTHORIZATION, token.header_value());
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let failed = |message: String| HttpError::Service {
+                service: "LMS".into(),
+                message,
+            };
+            let answer = self
+                .exchange(request)
+                .await
+                .map_err(|e| failed(e.message))?;
+            let status = answer.status;
+            let text = answer.body.map_err(|e| failed(e.message))?;
+            if status == 401 && !renewed {
+                self.tokens().invalidate(&token).await;
+                renewed = true;
+                continue;
+            }
+            return Ok((status, text));
+        }
+    }
+
     /// The configured base URL of a config key (`lms`, `ecommerce`, …).
     pub fn base_url(&self, key: &str) -> Option<&str> {
         self.base_urls.get(key).map(String::as_str)

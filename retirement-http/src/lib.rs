@@ -15,6 +15,7 @@
 //!   assignments stage). [`clock`] is where it reads the time; [`transport`] how requests leave.
 //! - [`completion`]: the completion feed, PII-free, for downstream erasure jobs.
 //! - [`archive`]: `retire cleanup`'s archive in object storage (S3, GCS, Azure, files), verified.
+//! - [`partner`]: the LMS's partner-reporting queue (fetch, cleanup).
 //! - [`alerts`]: PII-free alerts to a webhook and/or SMTP, deduplicated and rate-limited.
 //! - `console` (feature `console`): `retire serve`, the operator console over any store.
 //! - `fake::FakeEdx` (feature `fake`) serves the same API on 127.0.0.1 for tests, the demo and
@@ -36,6 +37,7 @@ pub mod expiry;
 #[cfg(feature = "fake")]
 pub mod fake;
 mod lms_store;
+pub mod partner;
 pub mod runtime;
 mod status_json;
 mod steps;

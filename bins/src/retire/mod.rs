@@ -7,6 +7,7 @@ mod completed;
 #[cfg(feature = "demo")]
 mod demo;
 mod drive;
+mod partner;
 pub(crate) mod serve;
 
 use std::path::PathBuf;
@@ -136,6 +137,11 @@ enum Command {
     /// username, LMS user id, completion time and stages run — no original username, email
     /// or name — for downstream erasure jobs.
     Completed(completed::CompletedArgs),
+    /// The LMS's partner-reporting queue.
+    PartnerQueue {
+        #[command(subcommand)]
+        command: partner::PartnerQueueCommand,
+    },
     /// Serve the operator console: the queue per state, deadlines, one learner's timeline,
     /// audited actions, bulk retry, a JSON API and /metrics (config `console:`).
     Serve(serve::ServeArgs),
@@ -147,8 +153,8 @@ enum Command {
     /// Mark a manual stage (a person's task, e.g. Salesforce's) done for one learner,
     /// audited: the learner moves on to the stage's completion state.
     Done(admin::DoneArgs),
-    /// Archive COMPLETE learners (gzip JSON lines), then redact and delete their statuses,
-    /// in batches.
+    /// Archive COMPLETE learners (gzip JSON lines, to a file or to object storage: s3://,
+    /// gs://, az://, file://), then redact and delete their statuses, in batches.
     Cleanup(cleanup::CleanupArgs),
     /// Queue learners for retirement: one, or a CSV of username,email[,name[,lms_user_id]]
     /// (with `store: lms`, usernames through the LMS's bulk_retire_users).
@@ -212,6 +218,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Done(args) => admin::done(&config()?, args).await,
         Command::Extend(args) => admin::extend(&config()?, args).await,
         Command::Completed(args) => completed::completed(&config()?, args).await,
+        Command::PartnerQueue { command } => partner::partner_queue(&config()?, command).await,
         Command::Serve(args) => serve::serve(&config()?, args).await,
         Command::Console { command } => serve::console_command(command),
         Command::Report(args) => admin::report(&config()?, args).await,

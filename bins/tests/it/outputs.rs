@@ -188,3 +188,64 @@ fn rand_suffix() -> u64 {
         .finish()
         % 1_000_000
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_queue_drain_empties_the_queue_unless_partners_are_owed_a_report() {
+    let mut world = World::new("partner-drain").await;
+    let learners = world.seed(2).await;
+    let clients = world.clients().unwrap();
+    for l in &learners {
+        let r = world.store.find_by_username(&l.username).await.unwrap();
+        world
+            .store
+            .advance(
+                r.id(),
+                None,
+                "RETIRING_FORUMS",
+                "",
+                retirement_core::Actor::Driver,
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        world.fake.set_partner_orgs(&l.username, &["MITx"]);
+        let r = world.store.get(r.id()).await.unwrap();
+        clients
+            .call(
+                "LMS",
+                "retirement_partner_queue",
+                &retirement_http::LearnerRef::of(&r),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(world.fake.partner_rows().len(), 2);
+    // A site with partners configured must report, not drain.
+    let config = std::fs::read_to_string(&world.config).unwrap();
+    std::fs::write(
+        &world.config,
+        format!("{config}org_partner_mapping:\n  MITx: [MIT]\n"),
+    )
+    .unwrap();
+    let refused = world.retire(&["partner-queue", "drain"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("owed a report"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(world.fake.partner_rows().len(), 2);
+    std::fs::write(&world.config, &config).unwrap();
+    let drained = world.retire(&["partner-queue", "drain"]);
+    assert_eq!(drained.code, Some(0), "{}", drained.stderr);
+    assert!(
+        drained.stdout.contains("drained 2 row(s)"),
+        "{}",
+        drained.stdout
+    );
+    assert!(world.fake.partner_rows().is_empty());
+    for l in &learners {
+        assert!(!drained.stdout.contains(&l.username) && !drained.stderr.contains(&l.username));
+    }
+    world.finish().await;
+}

@@ -14,6 +14,7 @@ mod enterprise;
 mod faults;
 mod in_process;
 mod lms;
+mod partner;
 pub mod sinks;
 mod steps;
 mod tokens;
@@ -173,6 +174,10 @@ struct Shared {
     sign_in: Option<(String, bool)>,
     /// Authorization codes issued: code -> (redirect_uri, username, staff).
     codes: HashMap<String, (String, String, bool)>,
+    /// The orgs each learner is enrolled in (the partner queue's source).
+    partner_orgs: HashMap<String, Vec<String>>,
+    /// The partner-reporting queue.
+    partner_rows: Vec<partner::PartnerEntry>,
 }
 
 /// A held path: each answer waits, computed, until the test releases it.
@@ -331,6 +336,14 @@ impl FakeEdx {
             .route(
                 &format!("{accounts}/update_retirement_status/"),
                 patch(lms_update),
+            )
+            .route(
+                &format!("{accounts}/retirement_partner_report/"),
+                post(partner::report).put(step),
+            )
+            .route(
+                &format!("{accounts}/retirement_partner_report_cleanup/"),
+                post(partner::cleanup),
             )
             .route(
                 &format!("{accounts}/retirement_cleanup/"),

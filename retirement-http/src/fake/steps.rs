@@ -192,6 +192,11 @@ pub(super) async fn step(State(state): State<Arc<FakeState>>, request: Request) 
     } else {
         204
     };
+    if operation.name == "retirement_partner_queue"
+        && let Some(username) = &username
+    {
+        partner::queue(&state, username).await;
+    }
     if operation.name == "retirement_unenroll" {
         return respond(
             &state,

@@ -41,6 +41,7 @@ use retirement_store::{
 };
 
 use crate::client::ServiceClients;
+use crate::error::HttpError;
 use local::{Held, Listing, Local, Writing};
 
 mod fencing;
@@ -266,37 +267,14 @@ impl LmsStore {
         query: &[(&str, String)],
         body: Option<serde_json::Value>,
     ) -> Result<(u16, String)> {
-        let url = format!("{}/{path}", self.lms);
-        let mut renewed = false;
-        loop {
-            let token = self
-                .clients
-                .tokens()
-                .token()
-                .await
-                .map_err(|e| StoreError::Connection(e.to_string()))?;
-            let mut request = self
-                .clients
-                .request(method.clone(), &url)
-                .query(query)
-                .header(reqwest::header::AUTHORIZATION, token.header_value());
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            let answer = self
-                .clients
-                .exchange(request)
-                .await
-                .map_err(|e| StoreError::Connection(e.message))?;
-            let status = answer.status;
-            let text = answer.body.map_err(|e| StoreError::Connection(e.message))?;
-            if status == 401 && !renewed {
-                self.clients.tokens().invalidate(&token).await;
-                renewed = true;
-                continue;
-            }
-            return Ok((status, text));
-        }
+        self.clients
+            .lms_call(method, path, query, body)
+            .await
+            .map_err(|e| match e {
+                // A transport failure: its own message, as the store reports connections.
+                HttpError::Service { message, .. } => StoreError::Connection(message),
+                other => StoreError::Connection(other.to_string()),
+            })
     }
 
     fn parse_list(&self, body: &str) -> Result<Vec<Retirement>> {

@@ -9,6 +9,7 @@ mod console;
 mod driven;
 mod enterprise_expiry;
 mod lms_store;
+mod partner;
 mod runner;
 mod shared_suite;
 mod sim;
