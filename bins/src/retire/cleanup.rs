@@ -14,9 +14,8 @@ use clap::Args;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use retirement_core::{COMPLETE, Retirement};
-use retirement_http::archive::{ArchiveTarget, Archiver};
+use retirement_http::archive::{ArchiveTarget, Archiver, archive_line};
 use retirement_store::StateWindow;
-use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{CliError, exit};
@@ -54,41 +53,6 @@ pub(crate) struct CleanupArgs {
     /// Only say how many learners would be archived and deleted.
     #[arg(long, visible_alias = "dry_run")]
     dry_run: bool,
-}
-
-/// One archive line: upstream's fields, timestamps in Athena's format.
-#[derive(Debug, Serialize)]
-pub(crate) struct ArchiveLine<'a> {
-    user_id: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    original_username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    original_email: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    original_name: Option<&'a str>,
-    retired_username: &'a str,
-    retired_email: &'a str,
-    retirement_request_date: String,
-    last_modified_date: String,
-}
-
-fn athena(t: chrono::DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-}
-
-pub(crate) fn archive_line(r: &Retirement, include_pii: bool) -> String {
-    let original = r.original();
-    let line = ArchiveLine {
-        user_id: r.parts().lms_user_id,
-        original_username: include_pii.then_some(original.username.as_str()),
-        original_email: include_pii.then_some(original.email.as_str()),
-        original_name: include_pii.then_some(original.name.as_str()),
-        retired_username: r.retired_username(),
-        retired_email: &r.parts().retired_email,
-        retirement_request_date: athena(r.created()),
-        last_modified_date: athena(r.modified()),
-    };
-    serde_json::to_string(&line).unwrap_or_default()
 }
 
 pub(crate) async fn cleanup(config: &Config, args: CleanupArgs) -> Result<u8, CliError> {
