@@ -234,7 +234,7 @@ async fn serve_console(
         pipeline: pipeline.clone(),
         regime: retirement_core::Regime::Gdpr,
         clock: Arc::new(retirement_http::clock::SystemClock),
-        stuck_after: RunOptions::default().lease_for,
+        stuck_after: retirement_http::runtime::DEFAULT_LEASE,
         store_kind: "sqlite".into(),
     };
     println!("console:            {url}");

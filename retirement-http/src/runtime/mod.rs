@@ -38,7 +38,10 @@ use tokio::time::Instant;
 
 pub use breaker::OutagePolicy;
 pub use drive::retire_one;
-pub use options::{RunOptions, default_store_retry, default_worker_id};
+pub use options::{
+    DEFAULT_CONCURRENCY, DEFAULT_COOL_OFF_DAYS, DEFAULT_LEASE, RunOptions, default_store_retry,
+    default_worker_id,
+};
 pub use report::{LearnerReport, LearnerResult, NoObserver, RunError, RunObserver, RunSummary};
 
 use breaker::Breakers;

@@ -51,14 +51,22 @@ pub fn default_store_retry() -> RetryPolicy {
     }
 }
 
+/// Learners retired at once by default (config `concurrency`).
+pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The default lease length (config `lease_seconds`; the console's "stuck" threshold).
+pub const DEFAULT_LEASE: TimeDelta = TimeDelta::minutes(5);
+/// PENDING learners wait this many days by default (tubular's cool-off; config
+/// `cool_off_days`).
+pub const DEFAULT_COOL_OFF_DAYS: i64 = 7;
+
 impl Default for RunOptions {
     fn default() -> RunOptions {
         RunOptions {
             worker: default_worker_id(),
-            concurrency: 8,
+            concurrency: DEFAULT_CONCURRENCY,
             limit: None,
-            lease_for: TimeDelta::minutes(5),
-            cool_off_days: 7,
+            lease_for: DEFAULT_LEASE,
+            cool_off_days: DEFAULT_COOL_OFF_DAYS,
             driver: DriverOptions::default(),
             seed: 0x5eed,
             shutdown_grace: Duration::from_secs(30),
