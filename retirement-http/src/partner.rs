@@ -113,3 +113,96 @@ pub async fn cleanup(clients: &ServiceClients, usernames: &[String]) -> Result<(
     }
     Ok(())
 }
+
+/// Upstream's default CSV headings.
+pub const DEFAULT_HEADINGS: [&str; 5] = [
+    "user_id",
+    "original_username",
+    "original_email",
+    "original_name",
+    "deletion_completed",
+];
+
+/// One partner's report: its headings and rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartnerReport {
+    /// The headings: the first org (by the rows' order) with `orgs_config` headings fixes
+    /// them, as upstream; otherwise [`DEFAULT_HEADINGS`].
+    pub headings: Vec<String>,
+    /// The learners, once each.
+    pub rows: Vec<PartnerRow>,
+}
+
+/// Groups rows by partner through the org → partners mapping. Orgs the mapping does not
+/// name are an error listing them (org keys, no learner data), before anything is written.
+pub fn group_by_partner(
+    rows: &[PartnerRow],
+    mapping: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<std::collections::BTreeMap<String, PartnerReport>, Vec<String>> {
+    let mut unknown: Vec<String> = Vec::new();
+    let mut reports: std::collections::BTreeMap<String, PartnerReport> = Default::default();
+    for row in rows {
+        let orgs = row
+            .orgs
+            .iter()
+            .chain(row.orgs_config.iter().map(|c| &c.org));
+        for org in orgs {
+            let Some(partners) = mapping.get(org) else {
+                if !unknown.contains(org) {
+                    unknown.push(org.clone());
+                }
+                continue;
+            };
+            let headings = row
+                .orgs_config
+                .iter()
+                .find(|c| &c.org == org)
+                .map(|c| c.field_headings.clone());
+            for partner in partners {
+                let report = reports
+                    .entry(partner.clone())
+                    .or_insert_with(|| PartnerReport {
+                        headings: headings
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_HEADINGS.map(str::to_owned).to_vec()),
+                        rows: Vec::new(),
+                    });
+                if !report.rows.iter().any(|r| r.user_id == row.user_id) {
+                    report.rows.push(row.clone());
+                }
+            }
+        }
+    }
+    if unknown.is_empty() {
+        Ok(reports)
+    } else {
+        unknown.sort();
+        Err(unknown)
+    }
+}
+
+impl PartnerReport {
+    /// The CSV: a header row, then one row per learner (`deletion_completed` is the row's
+    /// `created`; a heading the row has no value for is empty).
+    pub fn csv(&self) -> String {
+        let mut out = csv::Writer::from_writer(Vec::new());
+        let _ = out.write_record(&self.headings);
+        for row in &self.rows {
+            let cells: Vec<String> = self
+                .headings
+                .iter()
+                .map(|h| match h.as_str() {
+                    "user_id" => row.user_id.to_string(),
+                    "student_id" => row.student_id.clone().unwrap_or_default(),
+                    "original_username" => row.original_username.clone(),
+                    "original_email" => row.original_email.clone(),
+                    "original_name" => row.original_name.clone(),
+                    "deletion_completed" => row.created.clone(),
+                    _ => String::new(),
+                })
+                .collect();
+            let _ = out.write_record(&cells);
+        }
+        String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}

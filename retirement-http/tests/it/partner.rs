@@ -101,3 +101,60 @@ async fn the_queue_is_answered_once_and_cleaned_up_exactly() {
     );
     partner::cleanup(&world.clients, &[]).await.unwrap();
 }
+
+fn row(user_id: i64, orgs: &[&str], config: Option<(&str, &[&str])>) -> partner::PartnerRow {
+    partner::PartnerRow {
+        user_id,
+        student_id: config.map(|_| format!("ext-{user_id}")),
+        original_username: format!("learner{user_id}"),
+        original_email: format!("learner{user_id}@example.com"),
+        original_name: format!("Learner, \"{user_id}\""),
+        orgs: orgs.iter().map(|o| o.to_string()).collect(),
+        orgs_config: config
+            .map(|(org, headings)| {
+                vec![partner::OrgConfig {
+                    org: org.to_owned(),
+                    field_headings: headings.iter().map(|h| h.to_string()).collect(),
+                }]
+            })
+            .unwrap_or_default(),
+        created: format!("2026-11-0{user_id}T10:00:00Z"),
+    }
+}
+
+#[test]
+fn rows_group_by_partner_into_csvs_with_upstreams_headings() {
+    let mapping: std::collections::BTreeMap<String, Vec<String>> = [
+        ("MITx", vec!["MIT"]),
+        ("HarvardX", vec!["Harvard", "edX Consortium"]),
+        ("mb_coaching", vec!["Coaching"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+    .collect();
+    let rows = vec![
+        row(1, &["MITx", "HarvardX"], None),
+        row(2, &["HarvardX"], None),
+        row(
+            3,
+            &[],
+            Some((
+                "mb_coaching",
+                &[
+                    "student_id",
+                    "original_email",
+                    "original_name",
+                    "deletion_completed",
+                ],
+            )),
+        ),
+    ];
+    let reports = partner::group_by_partner(&rows, &mapping).unwrap();
+    let csvs: std::collections::BTreeMap<&str, String> =
+        reports.iter().map(|(p, r)| (p.as_str(), r.csv())).collect();
+    insta::assert_yaml_snapshot!(csvs);
+    // An org the mapping does not name refuses the whole report, naming the org only.
+    let unknown =
+        partner::group_by_partner(&[row(4, &["UnknownX", "MITx"], None)], &mapping).unwrap_err();
+    assert_eq!(unknown, ["UnknownX"]);
+}
