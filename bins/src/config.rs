@@ -38,8 +38,6 @@ const TUBULAR_OTHER_KEYS: &[&str] = &[
     "hubspot_from_address",
     "hubspot_alert_email",
     "s3_archive",
-    "partner_report_platform_name",
-    "denied_notification_domains",
 ];
 
 /// A secret: `Debug` never shows it; in YAML a string or `{env: NAME}`.
@@ -237,8 +235,62 @@ pub struct SmtpKeys {
     pub password: Option<Secret>,
     /// The sender address.
     pub from: String,
-    /// Operator addresses.
+    /// Operator addresses (alerts; `partner_report.smtp` takes its recipients from the
+    /// contacts).
+    #[serde(default)]
     pub to: Vec<String>,
+}
+
+/// `partner_report:`: where `retire partner-report` publishes, whom it tells, what it keeps.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerReportKeys {
+    /// Where reports are published: a folder, or `s3://`, `gs://`, `az://`, `file://`
+    /// (`--output` overrides).
+    pub output: Option<String>,
+    /// The spool of fetched rows (default `partner-report-spool.json`). It holds personal
+    /// data while rows wait; it is written owner-only.
+    pub spool: Option<PathBuf>,
+    /// Partners that get no report.
+    #[serde(default)]
+    pub exempted_partners: Vec<String>,
+    /// Days a report is kept (default 60): the announcement's deletion day and `prune`'s
+    /// default age.
+    pub retention_days: Option<i64>,
+    /// Days before deletion that recipients are warned (default 7).
+    pub warn_days: Option<i64>,
+    /// The relay for contacts' email (default: `alerts.smtp`'s relay).
+    pub smtp: Option<SmtpKeys>,
+    /// Each partner's points of contact.
+    #[serde(default)]
+    pub contacts: BTreeMap<String, PartnerContact>,
+}
+
+/// One partner's points of contact.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerContact {
+    /// Addresses, through the relay (addresses in `denied_notification_domains` are
+    /// skipped).
+    #[serde(default)]
+    pub email: Vec<String>,
+    /// A Slack-compatible webhook (a secret: a string or `{env: NAME}`).
+    pub webhook_url: Option<Secret>,
+}
+
+/// What the partner report reads from the config.
+#[derive(Debug, Clone, Default)]
+pub struct PartnerReportConfig {
+    /// tubular's `org_partner_mapping` (inline, or a CSV file of `org,partner` rows).
+    pub mapping: Option<BTreeMap<String, Vec<String>>>,
+    /// tubular's `partner_report_platform_name`.
+    pub platform: Option<String>,
+    /// tubular's `denied_notification_domains`.
+    pub denied_domains: Vec<String>,
+    /// tubular's `drive_partners_folder` is set (accepted; reports go to `output`).
+    pub drive_folder: bool,
+    /// `partner_report:`.
+    pub keys: PartnerReportKeys,
 }
 
 /// The whole config. Every field has a default, so a missing file means "defaults".
@@ -302,8 +354,8 @@ pub struct Config {
     pub notifications: retirement_http::expiry::Notifications,
     /// Braze, for `notifications: braze`.
     pub braze: Option<BrazeKeys>,
-    /// Whether tubular's partner-report keys are set.
-    pub partner_report_keys: bool,
+    /// The partner report: tubular's keys and `partner_report:`.
+    pub partner_report: PartnerReportConfig,
     /// The statutory clock requests run on (`deadlines: {regime: gdpr|ccpa|DAYS}`, default
     /// GDPR's one month).
     pub deadline_regime: Regime,
@@ -358,7 +410,7 @@ impl Default for Config {
             assignments_schema: AssignmentsSchema::Own,
             notifications: retirement_http::expiry::Notifications::None,
             braze: None,
-            partner_report_keys: false,
+            partner_report: PartnerReportConfig::default(),
             deadline_regime: Regime::Gdpr,
             console: ConsoleKeys::default(),
             alerts: None,
@@ -519,9 +571,24 @@ impl Config {
                     tubular.insert(key, value);
                 }
                 "expiry_policy" => config.expiry_policy = typed(k, value, &error)?,
-                "org_partner_mapping" | "drive_partners_folder" => {
-                    config.partner_report_keys = !value.is_null();
+                "org_partner_mapping" => {
+                    config.partner_report.mapping = match value {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(csv) => Some(mapping_csv(&csv, file, &error)?),
+                        other => Some(typed(k, other, &error)?),
+                    }
                 }
+                "drive_partners_folder" => {
+                    config.partner_report.drive_folder = !value.is_null();
+                }
+                "partner_report_platform_name" => {
+                    config.partner_report.platform = typed(k, value, &error)?
+                }
+                "denied_notification_domains" => {
+                    config.partner_report.denied_domains =
+                        typed::<Option<Vec<String>>>(k, value, &error)?.unwrap_or_default()
+                }
+                "partner_report" => config.partner_report.keys = typed(k, value, &error)?,
                 _ if TUBULAR_OTHER_KEYS.contains(&k) => {}
                 _ => config.unknown_keys.push(key),
             }
@@ -587,11 +654,75 @@ impl Config {
                 .and_then(|stages| Pipeline::without_table(stages).map_err(|e| e.to_string()))
                 .map_err(|m| error(Some("retirement_pipeline"), m))?;
         }
+        self.check_partner_report(error)?;
         self.retry_policy().map_err(|m| error(Some("retry"), m))?;
         self.outage_policy().map_err(|m| error(Some("outage"), m))?;
         if !self.retired_id.salts.is_empty() {
             self.retired_ids()
                 .map_err(|m| error(Some("retired_id"), m))?;
+        }
+        Ok(())
+    }
+
+    /// Contacts and exemptions name partners the mapping has (a typo would otherwise leave a
+    /// partner without its report); emails need a relay; the day counts are sane.
+    fn check_partner_report(
+        &self,
+        error: &dyn Fn(Option<&str>, String) -> CliError,
+    ) -> Result<(), CliError> {
+        let p = &self.partner_report;
+        let partners: std::collections::BTreeSet<&String> = p
+            .mapping
+            .iter()
+            .flat_map(|m| m.values().flatten())
+            .collect();
+        let keys = &p.keys;
+        for (what, names) in [
+            (
+                "partner_report.contacts",
+                keys.contacts.keys().collect::<Vec<_>>(),
+            ),
+            (
+                "partner_report.exempted_partners",
+                keys.exempted_partners.iter().collect(),
+            ),
+        ] {
+            if let Some(name) = names.iter().find(|n| !partners.contains(*n)) {
+                return Err(error(
+                    Some(what),
+                    format!("{name:?} is no partner of org_partner_mapping"),
+                ));
+            }
+        }
+        for (partner, contact) in &keys.contacts {
+            if contact.email.is_empty() && contact.webhook_url.is_none() {
+                return Err(error(
+                    Some(&format!("partner_report.contacts.{partner}")),
+                    "needs email or webhook_url".into(),
+                ));
+            }
+        }
+        let emails = keys.contacts.values().any(|c| !c.email.is_empty());
+        let relay = keys.smtp.is_some() || self.alerts.as_ref().is_some_and(|a| a.smtp.is_some());
+        if emails && !relay {
+            return Err(error(
+                Some("partner_report.smtp"),
+                "contacts have email addresses but no relay is set (partner_report.smtp or \
+                 alerts.smtp)"
+                    .into(),
+            ));
+        }
+        if keys.retention_days.is_some_and(|d| d < 1) {
+            return Err(error(
+                Some("partner_report.retention_days"),
+                "must be at least 1".into(),
+            ));
+        }
+        if keys.warn_days.is_some_and(|d| d < 0) {
+            return Err(error(
+                Some("partner_report.warn_days"),
+                "must not be negative".into(),
+            ));
         }
         Ok(())
     }
@@ -725,10 +856,10 @@ impl Config {
         .map_err(|e| e.to_string())
     }
 
-    /// Whether a partner report is set up (tubular's `org_partner_mapping` and
-    /// `drive_partners_folder`), so the partner queue is emptied.
+    /// Whether a partner report is set up (tubular's `org_partner_mapping` or
+    /// `drive_partners_folder`), so the partner queue is owed reports.
     pub fn partner_report_configured(&self) -> bool {
-        self.partner_report_keys
+        self.partner_report.mapping.is_some() || self.partner_report.drive_folder
     }
 
     /// The file name for messages.
@@ -786,6 +917,54 @@ fn vendor_connectors(
                 .map_err(|m| error(Some("connectors"), m))
         })
         .collect()
+}
+
+/// `org_partner_mapping` as a CSV file (relative to the config file): a header
+/// `org,partner`, then one row per org and partner.
+fn mapping_csv(
+    path: &str,
+    file: Option<&Path>,
+    error: &dyn Fn(Option<&str>, String) -> CliError,
+) -> Result<BTreeMap<String, Vec<String>>, CliError> {
+    let key = Some("org_partner_mapping");
+    let path = match file.and_then(Path::parent) {
+        Some(dir) if Path::new(path).is_relative() => dir.join(path),
+        _ => PathBuf::from(path),
+    };
+    let mut reader = csv::Reader::from_path(&path)
+        .map_err(|e| error(key, format!("cannot read {}: {e}", path.display())))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| error(key, format!("{}: {e}", path.display())))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim() == name);
+    let (Some(org), Some(partner)) = (column("org"), column("partner")) else {
+        return Err(error(
+            key,
+            format!("{} needs the header org,partner", path.display()),
+        ));
+    };
+    let mut mapping: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| error(key, format!("{}: {e}", path.display())))?;
+        let cell = |i: usize| record.get(i).map(str::trim).unwrap_or_default().to_owned();
+        let (o, p) = (cell(org), cell(partner));
+        if o.is_empty() || p.is_empty() {
+            return Err(error(
+                key,
+                format!(
+                    "{} row {} has an empty org or partner",
+                    path.display(),
+                    line + 2
+                ),
+            ));
+        }
+        let partners = mapping.entry(o).or_default();
+        if !partners.contains(&p) {
+            partners.push(p);
+        }
+    }
+    Ok(mapping)
 }
 
 fn typed<T: DeserializeOwned>(

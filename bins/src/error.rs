@@ -21,6 +21,9 @@ pub mod exit {
     /// `run` finished with a service still down: its learners wait, resumable (the summary
     /// and the metrics name the service). Takes precedence over 4.
     pub const SERVICE_DOWN: u8 = 5;
+    /// `partner-report`: a partner owed a report has no point of contact (the others were
+    /// delivered; its learners wait in the spool).
+    pub const COMPLIANCE: u8 = 6;
 }
 
 /// Everything a command can fail with. Texts name learners by retirement id or retired

@@ -244,9 +244,9 @@ pub fn pipeline_warnings(config: &Config, pipeline: &Pipeline) -> Vec<String> {
             warnings.push(
                 "LMS retirement_partner_queue copies each learner's original username, email and \
                  name into the LMS's partner-reporting table, and only a partner report empties \
-                 it; none is configured (tubular's org_partner_mapping and \
-                 drive_partners_folder), so those copies stay: run the partner report, or drop \
-                 the stage"
+                 it; none is configured (org_partner_mapping), so those copies stay: configure \
+                 and run `retire partner-report`, empty it with `retire partner-queue drain`, \
+                 or drop the stage"
                     .to_owned(),
             );
         }

@@ -36,6 +36,8 @@ pub struct ArchiveTarget {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// For `file://`: the folder, whose files are made owner-only once written.
+    local: Option<std::path::PathBuf>,
 }
 
 fn bad(url: &str, why: impl std::fmt::Display) -> HttpError {
@@ -90,6 +92,7 @@ impl ArchiveTarget {
                     ),
                     prefix: Path::default(),
                     url: url.to_owned(),
+                    local: Some(dir),
                 });
             }
             "s3" => {
@@ -152,7 +155,58 @@ impl ArchiveTarget {
             store,
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.to_owned(),
+            local: None,
         })
+    }
+
+    /// A URL ([`ArchiveTarget::open`]) or a local folder, created if missing.
+    pub fn open_location(text: &str, allow_http: bool) -> Result<ArchiveTarget, HttpError> {
+        if ArchiveTarget::is_url(text) {
+            return ArchiveTarget::open(text, allow_http);
+        }
+        std::fs::create_dir_all(text).map_err(|e| bad(text, e))?;
+        let dir = std::fs::canonicalize(text).map_err(|e| bad(text, e))?;
+        let url = format!("file://{}", dir.display());
+        ArchiveTarget::open(&url, allow_http)
+    }
+
+    /// The key of `name` directly under the prefix.
+    pub fn named_key(&self, name: &str) -> Path {
+        self.prefix.clone().join(name)
+    }
+
+    /// Every key under the prefix, sorted.
+    pub async fn keys(&self) -> Result<Vec<Path>, HttpError> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let mut listing = self.store.list(prefix);
+        let mut out = Vec::new();
+        while let Some(meta) = listing.next().await {
+            out.push(
+                meta.map_err(|e| HttpError::Service {
+                    service: format!("archive {}", self.url),
+                    message: format!("listing: {e}"),
+                })?
+                .location,
+            );
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes the object at `key` (already gone is fine).
+    pub async fn delete(&self, key: &Path) -> Result<(), HttpError> {
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(HttpError::Service {
+                service: format!("archive {}", self.url),
+                message: format!("deleting {key}: {e}"),
+            }),
+        }
+    }
+
+    /// The URL of the target itself.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The key of `name` archived at `at`: `<prefix>/raw/YYYY/MM/<name>`.
@@ -210,6 +264,20 @@ impl ArchiveTarget {
             .bytes()
             .await
             .map_err(|e| fail("reading back", e))?;
+        // Archives and reports hold personal data: a local file is the owner's alone.
+        #[cfg(unix)]
+        if let Some(dir) = &self.local {
+            use std::os::unix::fs::PermissionsExt as _;
+            let file = key
+                .parts()
+                .fold(dir.clone(), |path, part| path.join(part.as_ref()));
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| HttpError::Io {
+                    what: format!("making {} owner-only", file.display()),
+                    source: e,
+                },
+            )?;
+        }
         if back != bytes {
             return Err(HttpError::Service {
                 service: format!("archive {}", self.url),

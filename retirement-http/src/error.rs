@@ -56,6 +56,24 @@ pub enum HttpError {
     /// What an operator asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A local file (the partner report's spool) could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Queued learners are enrolled in orgs the partner mapping does not name: nothing was
+    /// written or sent (the rows wait in the spool).
+    #[error(
+        "no partner is mapped for org(s) {}: add them to org_partner_mapping",
+        unknown_orgs.join(", ")
+    )]
+    UnmappedOrgs {
+        /// The orgs, sorted.
+        unknown_orgs: Vec<String>,
+    },
     /// The fake edX could not start.
     #[error("the fake edX could not start: {0}")]
     Fake(String),

@@ -30,6 +30,8 @@ Exit status:
   4  `run`: finished, but at least one learner was set to ERRORED or refused
   5  `run`: finished with a service endpoint still down; its learners wait, resumable
      (the summary and the metrics name it; the next run probes it again)
+  6  `partner-report`: a partner owed a report has no point of contact (compliance
+     failure; the others were delivered, its learners wait in the spool)
 `retire learner` exits with tubular's statuses instead: 0, 255 (-1 setup), 254 (-2 end
 state), 253 (-3 working state), 252 (-4 error while retiring), 251 (-5 not found),
 250 (-6 unknown state), 249 (-7 bad config).";
@@ -137,7 +139,12 @@ enum Command {
     /// username, LMS user id, completion time and stages run — no original username, email
     /// or name — for downstream erasure jobs.
     Completed(completed::CompletedArgs),
-    /// The LMS's partner-reporting queue.
+    /// The partner report: fetch the LMS's partner-reporting queue, publish one CSV per
+    /// partner (org_partner_mapping) to a folder or object storage, announce each to the
+    /// partner's contacts (email or webhook), then clean up exactly the delivered rows.
+    /// `prune` warns, then deletes reports past their retention.
+    PartnerReport(partner::PartnerReportArgs),
+    /// The LMS's partner-reporting queue, without a report.
     PartnerQueue {
         #[command(subcommand)]
         command: partner::PartnerQueueCommand,
@@ -218,6 +225,7 @@ async fn dispatch(cli: Cli) -> Result<u8, CliError> {
         Command::Done(args) => admin::done(&config()?, args).await,
         Command::Extend(args) => admin::extend(&config()?, args).await,
         Command::Completed(args) => completed::completed(&config()?, args).await,
+        Command::PartnerReport(args) => partner::partner_report(&config()?, args).await,
         Command::PartnerQueue { command } => partner::partner_queue(&config()?, command).await,
         Command::Serve(args) => serve::serve(&config()?, args).await,
         Command::Console { command } => serve::console_command(command),

@@ -83,6 +83,7 @@ pub(super) fn is_status_api(path: &str) -> bool {
             | "retirements_by_status_and_date/"
             | "update_retirement_status/"
             | "retirement_cleanup/"
+            | "retirement_partner_report_cleanup/"
             | "cancel_retirement/"
     ) || rest.ends_with("/retirement_status/")
 }

@@ -22,6 +22,8 @@ pub(super) struct PartnerEntry {
     email: String,
     name: String,
     orgs: Vec<String>,
+    /// Orgs with their own headings, as `[{org, field_headings}]`.
+    orgs_config: Vec<serde_json::Value>,
     created: chrono::DateTime<chrono::Utc>,
     processing: bool,
 }
@@ -55,6 +57,7 @@ pub(super) async fn queue(state: &FakeState, username: &str) {
         email: original.email,
         name: original.name,
         orgs,
+        orgs_config: Vec::new(),
         created: state.clock.now(),
         processing: false,
     });
@@ -71,14 +74,19 @@ pub(super) async fn report(
     let mut rows = Vec::new();
     for entry in shared.partner_rows.iter_mut().filter(|e| !e.processing) {
         entry.processing = true;
-        rows.push(serde_json::json!({
+        let mut row = serde_json::json!({
             "user_id": entry.user_id,
             "original_username": entry.username,
             "original_email": entry.email,
             "original_name": entry.name,
             "orgs": entry.orgs,
             "created": entry.created.to_rfc3339(),
-        }));
+        });
+        if !entry.orgs_config.is_empty() {
+            row["orgs_config"] = serde_json::Value::Array(entry.orgs_config.clone());
+            row["student_id"] = serde_json::json!(format!("student-{}", entry.user_id));
+        }
+        rows.push(row);
     }
     axum::Json(rows).into_response()
 }
@@ -132,6 +140,32 @@ impl FakeEdx {
             username.to_owned(),
             orgs.iter().map(|o| o.to_string()).collect(),
         );
+    }
+
+    /// Queues a learner for the partner report directly (as the pipeline's stage would),
+    /// with the learner's orgs and, for orgs with their own CSV headings, `(org, headings)`
+    /// (such rows also carry a `student_id`, `student-{user_id}`).
+    pub fn queue_partner_row(
+        &self,
+        user_id: i64,
+        original: &retirement_core::OriginalIdentity,
+        orgs: &[&str],
+        orgs_config: &[(&str, &[&str])],
+    ) {
+        let created = self.state.clock.now();
+        self.state.lock().partner_rows.push(PartnerEntry {
+            user_id,
+            username: original.username.clone(),
+            email: original.email.clone(),
+            name: original.name.clone(),
+            orgs: orgs.iter().map(|o| o.to_string()).collect(),
+            orgs_config: orgs_config
+                .iter()
+                .map(|(org, headings)| serde_json::json!({"org": org, "field_headings": headings}))
+                .collect(),
+            created,
+            processing: false,
+        });
     }
 
     /// The partner queue: each row's original username and whether it is being processed.

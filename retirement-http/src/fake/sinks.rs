@@ -74,6 +74,52 @@ pub struct Mail {
     pub data: String,
 }
 
+impl Mail {
+    fn parts(&self) -> (&str, &str) {
+        let data = self.data.as_str();
+        data.split_once("\n\n").unwrap_or((data, ""))
+    }
+
+    /// A header's value, unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let (headers, _) = self.parts();
+        let unfolded = headers.replace("\n ", " ").replace("\n\t", " ");
+        unfolded.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The body as text: quoted-printable decoded (lettre's choice for long lines).
+    pub fn text(&self) -> String {
+        let (_, body) = self.parts();
+        let quoted = self
+            .header("Content-Transfer-Encoding")
+            .is_some_and(|e| e.eq_ignore_ascii_case("quoted-printable"));
+        if !quoted {
+            return body.to_owned();
+        }
+        let joined = body.replace("=\n", "");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'='
+                && let Some(hex) = joined.get(i + 1..i + 3)
+                && let Ok(b) = u8::from_str_radix(hex, 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 /// A plain-text SMTP relay (no TLS, no auth) that accepts every message.
 pub struct SmtpSink {
     /// Its port on 127.0.0.1.

@@ -14,6 +14,17 @@ use serde::{Deserialize, Serialize};
 use crate::client::ServiceClients;
 use crate::error::HttpError;
 
+mod prune;
+mod report;
+mod spool;
+
+pub use prune::{PruneOutcome, parse_report_name};
+pub use report::{
+    Contacts, DEFAULT_RETENTION_DAYS, DEFAULT_WARN_DAYS, Delivered, PartnerReporter,
+    PartnerSettings, ReportOutcome, announcement, report_name,
+};
+pub use spool::{Spool, SpoolState, SpooledRow};
+
 const REPORT: &str = "api/user/v1/accounts/retirement_partner_report/";
 const CLEANUP: &str = "api/user/v1/accounts/retirement_partner_report_cleanup/";
 
@@ -90,6 +101,21 @@ pub async fn cleanup(clients: &ServiceClients, usernames: &[String]) -> Result<(
     if usernames.is_empty() {
         return Ok(());
     }
+    let status = cleanup_status(clients, usernames).await?;
+    if !(200..300).contains(&status) {
+        return Err(refused(
+            &format!(
+                "retirement_partner_report_cleanup of {} row(s)",
+                usernames.len()
+            ),
+            status,
+        ));
+    }
+    Ok(())
+}
+
+/// The cleanup call's status (its body, which quotes usernames, is dropped).
+async fn cleanup_status(clients: &ServiceClients, usernames: &[String]) -> Result<u16, HttpError> {
     let body: Vec<serde_json::Value> = usernames
         .iter()
         .map(|u| serde_json::json!({ "original_username": u }))
@@ -102,16 +128,7 @@ pub async fn cleanup(clients: &ServiceClients, usernames: &[String]) -> Result<(
             Some(serde_json::Value::Array(body)),
         )
         .await?;
-    if !(200..300).contains(&status) {
-        return Err(refused(
-            &format!(
-                "retirement_partner_report_cleanup of {} row(s)",
-                usernames.len()
-            ),
-            status,
-        ));
-    }
-    Ok(())
+    Ok(status)
 }
 
 /// Upstream's default CSV headings.
