@@ -36,6 +36,8 @@ pub struct ArchiveTarget {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     url: String,
+    /// What keys are relative to: `scheme://bucket`, or the `file://` folder.
+    root: String,
     /// For `file://`: the folder, whose files are made owner-only once written.
     local: Option<std::path::PathBuf>,
 }
@@ -92,6 +94,7 @@ impl ArchiveTarget {
                     ),
                     prefix: Path::default(),
                     url: url.to_owned(),
+                    root: url.trim_end_matches('/').to_owned(),
                     local: Some(dir),
                 });
             }
@@ -155,6 +158,7 @@ impl ArchiveTarget {
             store,
             prefix: Path::from(prefix.trim_matches('/')),
             url: url.to_owned(),
+            root: format!("{scheme}://{bucket}"),
             local: None,
         })
     }
@@ -581,7 +585,7 @@ impl Archiver<'_> {
 impl ArchiveTarget {
     /// The URL of `key`.
     pub fn location(&self, key: &Path) -> String {
-        format!("{}/{key}", self.url.trim_end_matches('/'))
+        format!("{}/{key}", self.root)
     }
 
     /// The object at `key`, if any.

@@ -151,6 +151,17 @@ async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
         stdout.contains("archived and deleted 5 learner(s) in 3 object(s)"),
         "{stdout}"
     );
+    // Each object is named by its full URL.
+    let year_month_path = chrono::Utc::now().format("%Y/%m").to_string();
+    assert_eq!(
+        stdout
+            .matches(&format!(
+                "archived to s3://{bucket}/retirement/raw/{year_month_path}/retirement_archive_"
+            ))
+            .count(),
+        3,
+        "{stdout}"
+    );
     let target = retirement_http::archive::ArchiveTarget::open_with(
         &archive,
         false,
@@ -247,5 +258,251 @@ async fn partner_queue_drain_empties_the_queue_unless_partners_are_owed_a_report
     for l in &learners {
         assert!(!drained.stdout.contains(&l.username) && !drained.stderr.contains(&l.username));
     }
+    world.finish().await;
+}
+
+/// Appends the partner-report config to the world's: partners from a CSV file, MIT by
+/// email (one address in a denied domain), Harvard and edX Consortium by webhook, Coaching
+/// by email only when `coaching`, Open Partner exempt.
+fn partner_config(world: &World, base: &str, smtp_port: u16, hook: &str, coaching: bool) {
+    std::fs::write(
+        world.dir.join("partners.csv"),
+        "org,partner\nMITx,MIT\nHarvardX,Harvard\nHarvardX,edX Consortium\nCoachX,Coaching\n\
+         OpenX,Open Partner\n",
+    )
+    .unwrap();
+    let coaching = if coaching {
+        "    Coaching: {email: [privacy@coaching.example]}\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        &world.config,
+        format!(
+            "{base}org_partner_mapping: partners.csv\n\
+             partner_report_platform_name: Example\n\
+             denied_notification_domains: ['@example.org']\n\
+             partner_report:\n  \
+               exempted_partners: [Open Partner]\n  \
+               smtp: {{host: 127.0.0.1, port: {smtp_port}, security: none, from: privacy@example.org}}\n  \
+               contacts:\n    \
+                 MIT: {{email: [gdpr@mit.example, staff@example.org]}}\n    \
+                 Harvard: {{webhook_url: '{hook}'}}\n    \
+                 edX Consortium: {{webhook_url: '{hook}'}}\n{coaching}"
+        ),
+    )
+    .unwrap();
+}
+
+fn queue_partner_rows(
+    world: &World,
+    rows: &[(i64, &[&str])],
+) -> Vec<retirement_core::OriginalIdentity> {
+    rows.iter()
+        .map(|(n, orgs)| {
+            let original = retirement_core::OriginalIdentity {
+                username: format!("Partnered.Learner{n}"),
+                email: format!("partnered.learner{n}@example.net"),
+                name: format!("Partnered Person {n}"),
+            };
+            world.fake.queue_partner_row(*n, &original, orgs, &[]);
+            original
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_report_delivers_the_others_then_fails_compliance_for_a_partner_without_contact() {
+    let world = World::new("partner-report").await;
+    let base = std::fs::read_to_string(&world.config).unwrap();
+    let smtp = retirement_http::fake::sinks::SmtpSink::start()
+        .await
+        .unwrap();
+    let hook = WebhookSink::start().await.unwrap();
+    partner_config(&world, &base, smtp.port, &hook.url, false);
+    let learners = queue_partner_rows(
+        &world,
+        &[
+            (1, &["MITx", "HarvardX"]),
+            (2, &["CoachX"]),
+            (3, &["OpenX"]),
+        ],
+    );
+    let reports = world.dir.join("reports");
+    let first = world.retire(&["partner-report", "--output", reports.to_str().unwrap()]);
+    assert_eq!(first.code, Some(6), "{}\n{}", first.stdout, first.stderr);
+    assert!(
+        first.stderr.contains("compliance failure")
+            && first.stderr.contains("no point of contact: Coaching"),
+        "{}",
+        first.stderr
+    );
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(&regex_escape(&world.dir.display().to_string()), "[dir]");
+    settings.add_filter(r"\d{4}-\d{2}-\d{2}", "[day]");
+    settings.bind(|| insta::assert_snapshot!("partner_report_no_contact", first.stdout));
+    // MIT's mail went to its address outside the denied domain only; two webhook posts.
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["<gdpr@mit.example>"]);
+    assert_eq!(hook.received().len(), 2);
+    // Learners 1 and 3 are cleaned up; the coaching learner waits in the LMS and the spool.
+    assert_eq!(
+        world.fake.partner_rows(),
+        [("Partnered.Learner2".to_owned(), true)]
+    );
+    let spool = std::fs::read_to_string(world.dir.join("partner-report-spool.json")).unwrap();
+    assert!(spool.contains("Partnered.Learner2") && !spool.contains("Partnered.Learner1"));
+    let csv = std::fs::read_to_string(
+        std::fs::read_dir(&reports)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().contains("_MIT_"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(csv.contains("Partnered.Learner1,partnered.learner1@example.net,Partnered Person 1"));
+    // With a contact for Coaching, the next run delivers it alone.
+    partner_config(&world, &base, smtp.port, &hook.url, true);
+    let second = world.retire(&[
+        "partner-report",
+        "--output",
+        reports.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(second.code, Some(0), "{}\n{}", second.stdout, second.stderr);
+    let outcome: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
+    assert_eq!(outcome["carried"], 1);
+    assert_eq!(outcome["delivered"][0]["partner"], "Coaching");
+    assert_eq!(outcome["cleaned"], 1);
+    assert_eq!(outcome["waiting"], 0);
+    assert!(world.fake.partner_rows().is_empty());
+    assert_eq!(smtp.received().len(), 2);
+    // No learner is named on the terminal.
+    for l in &learners {
+        for out in [&first.stdout, &first.stderr, &second.stdout, &second.stderr] {
+            assert!(
+                !out.contains(&l.username) && !out.contains(&l.email),
+                "{out}"
+            );
+        }
+    }
+    // A bad mapping is a config error naming the key.
+    std::fs::write(
+        world.dir.join("partners.csv"),
+        "organisation,who\nMITx,MIT\n",
+    )
+    .unwrap();
+    let bad = world.retire(&["partner-report", "--output", reports.to_str().unwrap()]);
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("org_partner_mapping") && bad.stderr.contains("org,partner"),
+        "{}",
+        bad.stderr
+    );
+    world.finish().await;
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '/' || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partner_reports_go_to_s3_and_prune_warns_then_deletes_there() {
+    let Some(s3) = s3_url() else { return };
+    let world = World::new("partner-s3").await;
+    let base = std::fs::read_to_string(&world.config).unwrap();
+    let smtp = retirement_http::fake::sinks::SmtpSink::start()
+        .await
+        .unwrap();
+    let hook = WebhookSink::start().await.unwrap();
+    partner_config(&world, &base, smtp.port, &hook.url, true);
+    queue_partner_rows(&world, &[(1, &["HarvardX"])]);
+    let bucket = format!("partners-{}-{}", std::process::id(), rand_suffix());
+    let created = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let env = [
+        ("AWS_ENDPOINT_URL", s3.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    let output = format!("s3://{bucket}/partner-reports");
+    let run = |args: &[&str]| {
+        let mut command = world.command(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["partner-report", "--output", &output]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let today = chrono::Utc::now().date_naive();
+    assert!(
+        stdout.contains(&format!(
+            "{output}/user_retirement_Example_Harvard_{today}.csv"
+        )),
+        "{stdout}"
+    );
+    let target = retirement_http::archive::ArchiveTarget::open_with(
+        &output,
+        false,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap();
+    // Beside today's two, two older reports: one past 60 days, one inside the last 7
+    // before its deletion.
+    for (partner, age) in [("MIT", 61), ("Harvard", 55)] {
+        let name = retirement_http::partner::report_name(
+            "Example",
+            partner,
+            today - chrono::TimeDelta::days(age),
+        );
+        target
+            .put_key_verified(&target.named_key(&name), bytes::Bytes::from_static(b"h\n"))
+            .await
+            .unwrap();
+    }
+    let (code, stdout, stderr) = run(&["partner-report", "prune", "--output", &output]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("pruned: 2 warned, 1 deleted, 2 kept"),
+        "{stdout}"
+    );
+    let left: Vec<String> = target
+        .objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(left.iter().all(|k| !k.contains("_MIT_")), "{left:?}");
+    // Warned once: a second prune sends nothing.
+    let sent = smtp.received().len() + hook.received().len();
+    let (code, stdout, _) = run(&["partner-report", "prune", "--output", &output]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains("pruned: 0 warned, 0 deleted, 3 kept"),
+        "{stdout}"
+    );
+    assert_eq!(smtp.received().len() + hook.received().len(), sent);
     world.finish().await;
 }
