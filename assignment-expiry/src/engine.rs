@@ -295,6 +295,24 @@ fn enrollment_deadline(
 ///
 /// Only `allocated` assignments of active configurations can expire. Unparseable dates never
 /// abort: they count as "no date" and are reported in [`Decision::warnings`].
+///
+/// ```
+/// use assignment_expiry::{Policy, Reason, evaluate, parse_line};
+///
+/// let line = r#"{"uuid": "a1", "state": "allocated", "learner_email": "l@example.com",
+///     "created": "2024-03-01T00:00:00Z", "allocated_at": "2024-03-01T00:00:00Z",
+///     "enrollment_deadline": "not a date", "subsidy_expiration": "2024-04-01T00:00:00Z"}"#;
+/// let (assignment, context) = parse_line(line)?;
+/// let decision = evaluate(&assignment, &context, &Policy::default(), "2024-04-02T00:00:00Z".parse().unwrap());
+/// // The subsidy expired; the bad enrollment date is a warning, not an abort.
+/// assert_eq!(decision.expiry().map(|e| e.reason), Some(Reason::SubsidyExpired));
+/// assert_eq!(decision.warnings.len(), 1);
+///
+/// // An inactive configuration is never scanned.
+/// let inactive = assignment_expiry::Context { configuration_active: false, ..context };
+/// assert!(!evaluate(&assignment, &inactive, &Policy::default(), "2030-01-01T00:00:00Z".parse().unwrap()).expires());
+/// # Ok::<(), assignment_expiry::ExpiryError>(())
+/// ```
 pub fn evaluate(
     assignment: &Assignment,
     context: &Context,

@@ -1,5 +1,71 @@
 //! The pure expiration rule engine for enterprise content assignments.
 //!
+//! # Example: one assignment under each policy
+//!
+//! An assignment allocated on 1 January, its email sent on 2 January, enrollment open until
+//! 1 May, the subsidy valid until next year. On 15 April its 90 days have run out under every
+//! policy; what expiring means differs:
+//!
+//! ```
+//! use assignment_expiry::{
+//!     ActionType, Assignment, AssignmentAction, AssignmentState, Context, Enrollment, PiiNow,
+//!     Policy, PolicyKind, Reason, evaluate,
+//! };
+//! use chrono::{DateTime, Utc};
+//!
+//! let at = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
+//! let assignment = Assignment {
+//!     uuid: "0b9b2c0e-assignment".into(),
+//!     state: AssignmentState::Allocated,
+//!     learner_email: "learner@example.com".into(),
+//!     lms_user_id: Some(7),
+//!     created: at("2024-01-01T00:00:00Z"),
+//!     allocated_at: at("2024-01-01T00:00:00Z"),
+//!     expired_at: None,
+//!     preferred_course_run_key: None,
+//!     content_key: "edX+DemoX".into(),
+//!     has_credit_request: false,
+//!     actions: vec![AssignmentAction {
+//!         action_type: ActionType::Notified,
+//!         completed_at: Some(at("2024-01-02T00:00:00Z")),
+//!         error_reason: None,
+//!         reason: None,
+//!     }],
+//! };
+//! let context = Context {
+//!     enrollment: Enrollment::Deadline(Some("2024-05-01T00:00:00Z".into())),
+//!     subsidy_expiration: Some("2025-01-01T00:00:00Z".into()),
+//!     configuration_active: true,
+//! };
+//! let now = at("2024-04-15T12:00:00Z");
+//!
+//! // ADR 0016: 90 days from the last email; cancelled, the email tombstoned at once.
+//! let adr = evaluate(&assignment, &context, &Policy::named(PolicyKind::Adr0016), now);
+//! let expiry = adr.expiry().expect("past its 90 days");
+//! assert_eq!(expiry.reason, Reason::NinetyDaysPassed);
+//! assert_eq!(expiry.new_state, AssignmentState::Cancelled);
+//! assert_eq!(expiry.pii, PiiNow::Tombstone("retired_user@retired.invalid".into()));
+//!
+//! // Today's enterprise-access: 90 days from allocation; expired, the email kept until the
+//! // expiration email went out (`pii_job_decision` clears it then).
+//! for kind in [PolicyKind::Current, PolicyKind::Edx2026] {
+//!     let decision = evaluate(&assignment, &context, &Policy::named(kind), now);
+//!     let expiry = decision.expiry().expect("past its 90 days");
+//!     assert_eq!(expiry.new_state, AssignmentState::Expired);
+//!     assert_eq!(expiry.expired_at, Some(now));
+//!     assert_eq!(expiry.pii, PiiNow::Keep);
+//! }
+//!
+//! // A month earlier nothing expires, and the decision says when it will.
+//! let early = evaluate(&assignment, &context, &Policy::default(), at("2024-03-15T00:00:00Z"));
+//! assert!(!early.expires());
+//! let next = early.earliest_possible_expiration.unwrap();
+//! assert_eq!((next.date, next.reason), (at("2024-04-01T00:00:00Z"), Reason::NinetyDaysPassed));
+//! ```
+//!
+//! `examples/evaluate_policies.rs` evaluates a small batch of JSON lines, as
+//! `expire-assignments evaluate` does.
+//!
 //! Enterprise content assignments that nobody acts on expire, and the learner's email is not
 //! kept longer than needed. Three named policies, each defined as data ([`Policy`]); under
 //! every one the enrollment deadline is the inferred one (the preferred run's, the advertised

@@ -429,6 +429,27 @@ pub struct Machine<R: RandomSource = SplitMix64> {
 impl<R: RandomSource> Machine<R> {
     /// Starts a run for `retirement` at `now`; the first actions are ready to poll. A refused
     /// learner's only action is [`Action::Finish`].
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use retirement_core::*;
+    /// # let now: chrono::DateTime<chrono::Utc> = "2026-12-04T09:00:00Z".parse().unwrap();
+    /// # let (table, pipeline) = Pipeline::six_stage_example();
+    /// # let ids = RetiredIdConfig::new(vec!["salt".into()]).unwrap();
+    /// # let original = OriginalIdentity { username: "ada".into(), email: "ada@example.org".into(), name: "Ada".into() };
+    /// # let learner = Retirement::create(RetirementId(1), None, original, ids.retired_username("ada"), ids.retired_email("ada@example.org"), &table, now).unwrap();
+    /// let pipeline = Arc::new(pipeline);
+    /// // A PENDING learner starts with its first stage's working state.
+    /// let mut machine = Machine::start(&learner, pipeline.clone(), DriverOptions::default(), SplitMix64::new(1), now);
+    /// assert!(matches!(machine.poll_action(), Some(Action::SetState { new_state, .. }) if new_state == "RETIRING_FORUMS"));
+    ///
+    /// // A learner already ERRORED is refused, as tubular refuses it (exit -2).
+    /// let mut errored = learner.clone();
+    /// errored.advance(&table, "ERRORED", "a stage failed", Actor::Driver, now).unwrap();
+    /// let mut refused = Machine::start(&errored, pipeline, DriverOptions::default(), SplitMix64::new(1), now);
+    /// let Some(Action::Finish(outcome)) = refused.poll_action() else { panic!() };
+    /// assert_eq!(outcome.exit_status().code(), -2);
+    /// ```
     pub fn start(
         retirement: &Retirement,
         pipeline: Arc<Pipeline>,
@@ -492,6 +513,25 @@ impl<R: RandomSource> Machine<R> {
     }
 
     /// The next thing to do, if any. Drain it after every [`Machine::handle_input`].
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use retirement_core::*;
+    /// # let now: chrono::DateTime<chrono::Utc> = "2026-12-04T09:00:00Z".parse().unwrap();
+    /// # let (table, pipeline) = Pipeline::six_stage_example();
+    /// # let ids = RetiredIdConfig::new(vec!["salt".into()]).unwrap();
+    /// # let original = OriginalIdentity { username: "ada".into(), email: "ada@example.org".into(), name: "Ada".into() };
+    /// # let learner = Retirement::create(RetirementId(1), None, original, ids.retired_username("ada"), ids.retired_email("ada@example.org"), &table, now).unwrap();
+    /// let mut machine = Machine::start(&learner, Arc::new(pipeline), DriverOptions::default(), SplitMix64::new(1), now);
+    /// assert!(matches!(machine.poll_action(), Some(Action::SetState { .. })));
+    /// // Nothing more until the write is acknowledged.
+    /// assert_eq!(machine.poll_action(), None);
+    /// machine.handle_input(now, Input::StateWritten).unwrap();
+    /// assert!(matches!(
+    ///     machine.poll_action(),
+    ///     Some(Action::Call { service, attempt: 1, .. }) if service == "LMS"
+    /// ));
+    /// ```
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -503,6 +543,28 @@ impl<R: RandomSource> Machine<R> {
 
     /// Feeds what happened at `now`. An input the machine is not waiting for is refused with
     /// [`CoreError::UnexpectedInput`] and changes nothing.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use retirement_core::*;
+    /// # let now: chrono::DateTime<chrono::Utc> = "2026-12-04T09:00:00Z".parse().unwrap();
+    /// # let (table, pipeline) = Pipeline::six_stage_example();
+    /// # let ids = RetiredIdConfig::new(vec!["salt".into()]).unwrap();
+    /// # let original = OriginalIdentity { username: "ada".into(), email: "ada@example.org".into(), name: "Ada".into() };
+    /// # let learner = Retirement::create(RetirementId(1), None, original, ids.retired_username("ada"), ids.retired_email("ada@example.org"), &table, now).unwrap();
+    /// let mut machine = Machine::start(&learner, Arc::new(pipeline), DriverOptions::default(), SplitMix64::new(1), now);
+    /// machine.poll_action(); // SetState RETIRING_FORUMS
+    /// // A response while the machine waits for the state write is refused.
+    /// let early = Input::Response { status: 204, body: String::new(), retry_after: None };
+    /// assert!(matches!(machine.handle_input(now, early), Err(CoreError::UnexpectedInput { .. })));
+    /// machine.handle_input(now, Input::StateWritten).unwrap();
+    /// machine.poll_action(); // Call LMS retirement_retire_forum
+    /// // A 503 is retried later: the machine names the time, the caller keeps the clock.
+    /// let busy = Input::Response { status: 503, body: String::new(), retry_after: None };
+    /// machine.handle_input(now, busy).unwrap();
+    /// let Some(Action::RetryAt { at }) = machine.poll_action() else { panic!() };
+    /// assert!(at > now);
+    /// ```
     pub fn handle_input(&mut self, now: DateTime<Utc>, input: Input) -> Result<(), CoreError> {
         let step = std::mem::replace(&mut self.step, Step::Done);
         match (step, input) {

@@ -178,6 +178,29 @@ impl Pipeline {
     /// Validates `stages` against the state table: every state known, each completion state
     /// directly after its working state, stages in table order, no state used twice, no
     /// required state in a stage, no working state named `*_COMPLETE`.
+    ///
+    /// ```
+    /// use retirement_core::{Pipeline, Stage, StateTable};
+    ///
+    /// let table = StateTable::from_names(&[
+    ///     "PENDING", "RETIRING_FORUMS", "FORUMS_COMPLETE", "RETIRING_LMS", "LMS_COMPLETE",
+    ///     "ERRORED", "ABORTED", "COMPLETE",
+    /// ])?;
+    /// // tubular's `retirement_pipeline` rows: [working, complete, SERVICE, operation].
+    /// let pipeline = Pipeline::new(
+    ///     vec![
+    ///         Stage::new("RETIRING_FORUMS", "FORUMS_COMPLETE", "LMS", "retirement_retire_forum"),
+    ///         Stage::new("RETIRING_LMS", "LMS_COMPLETE", "LMS", "retirement_lms_retire"),
+    ///     ],
+    ///     &table,
+    /// )?;
+    /// assert_eq!(pipeline.queue_states(), ["PENDING", "FORUMS_COMPLETE", "LMS_COMPLETE"]);
+    ///
+    /// // Stages out of the table's order are refused.
+    /// let reversed = Pipeline::new(pipeline.stages().iter().rev().cloned().collect(), &table);
+    /// assert!(reversed.is_err());
+    /// # Ok::<(), retirement_core::CoreError>(())
+    /// ```
     pub fn new(stages: Vec<Stage>, table: &StateTable) -> Result<Pipeline, CoreError> {
         let pipeline = Pipeline::without_table(stages)?;
         let mut previous_complete: Option<usize> = None;

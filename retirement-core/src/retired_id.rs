@@ -39,6 +39,21 @@ impl fmt::Debug for RetiredIdConfig {
 impl RetiredIdConfig {
     /// Upstream's default prefixes and domain with the given salts, oldest first. At least one
     /// salt is required.
+    ///
+    /// ```
+    /// use retirement_core::RetiredIdConfig;
+    ///
+    /// // The LMS's RETIRED_USER_SALTS, oldest first; the newest hashes new requests.
+    /// let ids = RetiredIdConfig::new(vec!["old-salt".into(), "new-salt".into()])?;
+    /// let retired = ids.retired_username("grace");
+    /// assert!(retired.starts_with("retired__user_"));
+    /// assert!(!retired.contains("grace"));
+    /// // Earlier salts' hashes are known too, to find a learner retired before a rotation.
+    /// assert_eq!(ids.all_retired_usernames("grace").len(), 2);
+    /// assert!(ids.retired_email("grace@example.org").ends_with("@retired.invalid"));
+    /// assert!(RetiredIdConfig::new(Vec::new()).is_err());
+    /// # Ok::<(), retirement_core::CoreError>(())
+    /// ```
     pub fn new(salts: Vec<String>) -> Result<RetiredIdConfig, CoreError> {
         RetiredIdConfig::with_format(
             DEFAULT_RETIRED_PREFIX,

@@ -197,6 +197,24 @@ impl ServiceClients {
     /// Builds the clients. Nothing is fetched yet: the token is requested on the first call
     /// (upstream builds every client eagerly, fetching a token for services the pipeline never
     /// uses, defect D18).
+    ///
+    /// ```
+    /// use retirement_http::{ClientCredentials, HttpError, HttpOptions, ServiceClients};
+    ///
+    /// let credentials = || ClientCredentials {
+    ///     client_id: "retirement-worker".into(),
+    ///     client_secret: "s3cret".into(),
+    /// };
+    /// // tubular's `base_urls`; building makes no request.
+    /// let base_urls = [("lms".to_owned(), "https://lms.example.org/".to_owned())].into();
+    /// let clients = ServiceClients::new(base_urls, credentials(), Vec::new(), &HttpOptions::default())?;
+    /// assert_eq!(clients.base_url("lms"), Some("https://lms.example.org/"));
+    /// assert!(!format!("{clients:?}").contains("s3cret"));
+    ///
+    /// let bad = [("lms".to_owned(), "lms.example.org".to_owned())].into();
+    /// assert!(ServiceClients::new(bad, credentials(), Vec::new(), &HttpOptions::default()).is_err());
+    /// # Ok::<(), HttpError>(())
+    /// ```
     pub fn new(
         base_urls: BTreeMap<String, String>,
         credentials: ClientCredentials,

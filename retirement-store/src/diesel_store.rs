@@ -256,6 +256,24 @@ impl std::fmt::Debug for DieselStore {
 impl DieselStore {
     /// Connects and checks that the schema is current; a schema that is behind is
     /// [`StoreError::SchemaBehind`], telling the operator to run `retire db migrate`.
+    ///
+    /// ```
+    /// use retirement_store::{DieselStore, StoreError, StoreOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let path = std::env::temp_dir().join(format!("connect-doc-{}.db", std::process::id()));
+    /// let url = format!("sqlite://{}", path.display());
+    /// // A new database is behind: connect refuses it until migrated.
+    /// let refused = DieselStore::connect(&url, &StoreOptions::default()).await;
+    /// assert!(matches!(refused, Err(StoreError::SchemaBehind { .. })));
+    /// DieselStore::open(&url, &StoreOptions::default()).await?.migrate().await?;
+    /// let store = DieselStore::connect(&url, &StoreOptions::default()).await?;
+    /// # drop(store);
+    /// # std::fs::remove_file(&path).ok();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<DieselStore> {
         let store = DieselStore::open(url, options).await?;
         let pending = store.pending_migrations().await?;
@@ -265,7 +283,23 @@ impl DieselStore {
         Ok(store)
     }
 
-    /// Connects without checking the schema: for `migrate`.
+    /// Connects without checking the schema: for `migrate`. The URL picks the backend:
+    /// `sqlite://PATH` (or `sqlite::memory:`), `postgres://…`, `mysql://…`; passwords in it
+    /// are never shown in errors or `Debug`.
+    ///
+    /// ```
+    /// use retirement_store::{DieselStore, StoreError, StoreOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let store = DieselStore::open("sqlite::memory:", &StoreOptions::default()).await?;
+    /// assert!(!store.migrate().await?.is_empty());
+    /// let unknown = DieselStore::open("oracle://scott:tiger@db", &StoreOptions::default()).await;
+    /// let message = unknown.unwrap_err().to_string();
+    /// assert!(!message.contains("tiger"), "{message}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn open(url: &str, options: &StoreOptions) -> Result<DieselStore> {
         let url = StoreUrl::parse(url)?;
         let pools = conn::build_pools(&url, options).await?;

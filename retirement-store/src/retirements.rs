@@ -243,6 +243,36 @@ pub trait RetirementStore: Send + Sync {
     /// than `limit` means nothing more is claimable now: the runner stops claiming on it, so a
     /// store whose candidates can be lost to other workers mid-claim must look again rather
     /// than return short (the LMS store with a shared lease table does).
+    ///
+    /// ```
+    /// # use retirement_core::{OriginalIdentity, Pipeline, RetiredIdConfig, SIX_STAGE_STATES};
+    /// # use retirement_store::{DieselStore, NewRetirement, StoreOptions};
+    /// use chrono::{DateTime, TimeDelta, Utc};
+    /// use retirement_store::{ClaimRequest, RetirementStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = DieselStore::open("sqlite::memory:", &StoreOptions::default()).await?;
+    /// # store.migrate().await?;
+    /// # let states: Vec<String> = SIX_STAGE_STATES.iter().map(|s| s.to_string()).collect();
+    /// # store.sync_states(&states, false).await?;
+    /// # let ids = RetiredIdConfig::new(vec!["salt".into()])?;
+    /// let requested: DateTime<Utc> = "2026-11-01T10:00:00Z".parse()?;
+    /// # let original = OriginalIdentity { username: "ada".into(), email: "ada@example.org".into(), name: "Ada".into() };
+    /// # store.enqueue(NewRetirement::new(original, None, &ids), requested).await?;
+    /// let (_, pipeline) = Pipeline::six_stage_example();
+    /// let request = ClaimRequest::for_pipeline(&pipeline, "worker-1", 10, TimeDelta::minutes(5), 7);
+    /// // Within the 7-day cool-off, a PENDING learner is not claimable…
+    /// assert!(store.claim(&request, requested + TimeDelta::days(3)).await?.is_empty());
+    /// // …after it, it is, with a lease until five minutes later.
+    /// let now = requested + TimeDelta::days(8);
+    /// let claimed = store.claim(&request, now).await?;
+    /// assert_eq!(claimed[0].lease.owner, "worker-1");
+    /// assert_eq!(claimed[0].lease.expires, now + TimeDelta::minutes(5));
+    /// assert!(!claimed[0].resumes_working_state);
+    /// # Ok(())
+    /// # }
+    /// ```
     async fn claim(&self, request: &ClaimRequest, now: DateTime<Utc>) -> Result<Vec<Claimed>>;
 
     /// Extends a lease to `until`.

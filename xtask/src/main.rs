@@ -11,6 +11,8 @@
 //!   [--server URL]`: the release `retire run` binary against the fake edX with added latency (bins' `driver_bench`).
 //! - `cargo xtask demo`: `retire demo --services all` with 1,000 learners, its debug log
 //!   scanned for originals (a CI step).
+//! - `cargo xtask docs`: the API docs with rustdoc's warnings denied; `cargo xtask examples`:
+//!   the library crates' embedding examples, each run (both are CI steps).
 //! - `cargo xtask screenshots`: the console's browser test in headless Chromium, its
 //!   screenshots kept in docs/console for docs/operations.md.
 //! - `cargo xtask sim [--seeds N] [--seed N]`: the deterministic simulation of the driver
@@ -31,13 +33,15 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(&args[1..]),
+        Some("docs") => docs(),
+        Some("examples") => examples(),
         Some("chaos") => chaos(&args[1..]),
         Some("sim") => sim(&args[1..]),
         Some("demo") => demo(),
         Some("screenshots") => screenshots(),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, chaos all --short\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite),\n                       --store lms (the fake LMS's API as the store),\n                       --queued N (a longer queue than --learners)\n  screenshots          the console's browser test, keeping its screenshots in
+                "usage: cargo xtask <command>\n\ncommands:\n  ci                   every CI step: cargo fmt --check, clippy -D warnings,\n                       cargo test --workspace, docs, examples,\n                       chaos all --short, demo\n  sim [ARGS]           the runtime's deterministic simulation over many seeds\n                       ARGS: --seeds N (10000), --seed N (reproduce one seed)\n  bench http [ARGS]    step calls through the clients against the fake edX on loopback\n                       ARGS: --calls N (100000), --concurrency N (64)\n  bench expiry [ARGS]  the store's streamed expiry pass vs one set-based SQL UPDATE\n                       ARGS: --rows N (100000), --backend sqlite|postgres|mysql (sqlite),\n                       --batch N (1000); servers from RETIREMENT_TEST_POSTGRES_URL /\n                       RETIREMENT_TEST_MYSQL_URL, else this machine's defaults\n  bench driver [ARGS]  `retire run` against the fake edX with added latency per call\n                       ARGS: --learners N (2000), --latency-ms MS (20),\n                       --concurrency LIST (1,8,32,128),\n                       --server URL (a PostgreSQL/MySQL server; default SQLite),\n                       --store lms (the fake LMS's API as the store),\n                       --queued N (a longer queue than --learners)\n  docs                 cargo doc --workspace --no-deps with warnings denied\n  examples             run the library crates' embedding examples\n  screenshots          the console's browser test, keeping its screenshots in
                        docs/console (shown by docs/operations.md)
   demo                 `retire demo --services all` with 1,000 learners and a debug log,\n                       checked: everyone retired, calls per service shown, no original\n                       username, email or name in the output or the log\n  chaos RUN [ARGS]     crash/fault/concurrency runs of `retire`, bad-input property\n                       tests; RUN: kill, faults, outage, workers, lms-workers, db,\n                       input or all;\n                       ARGS: --short (CI counts), --seed N"
             );
@@ -72,8 +76,12 @@ fn ci() -> ExitCode {
             "-D",
             "warnings",
         ],
-        // The README's test command.
+        // The README's test command (unit, integration and doc tests).
         &["test", "--workspace"],
+        // The API docs, warnings denied (broken intra-doc links fail), and the library
+        // crates' embedding examples, each run to its end (issue 18).
+        &["xtask", "docs"],
+        &["xtask", "examples"],
         // The chaos runs at CI's counts (issue 7): kills, faults, workers, cut database
         // connections, bad input.
         &["xtask", "chaos", "all", "--short"],
@@ -96,6 +104,51 @@ fn ci() -> ExitCode {
                 eprintln!("xtask ci: could not run cargo: {e}");
                 return ExitCode::FAILURE;
             }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The library crates' embedding examples (not the benchmarks): `(package, example)`.
+/// CI runs each; a tidy test checks every library crate has one and every one is listed.
+pub(crate) const EMBEDDING_EXAMPLES: &[(&str, &str)] = &[
+    ("retirement-core", "drive_one_learner"),
+    ("assignment-expiry", "evaluate_policies"),
+    ("retirement-store", "embedded_queue"),
+    ("retirement-http", "embed_runtime"),
+];
+
+/// `cargo xtask docs`: `cargo doc --workspace --no-deps` with rustdoc's warnings denied.
+fn docs() -> ExitCode {
+    let status = Command::new(cargo())
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .current_dir(project_root())
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("xtask docs: cargo doc reported warnings or failed");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("xtask docs: could not run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask examples`: runs every embedding example to its end.
+fn examples() -> ExitCode {
+    for (package, example) in EMBEDDING_EXAMPLES {
+        println!("== {package} example {example}");
+        let status = Command::new(cargo())
+            .args(["run", "--quiet", "-p", package, "--example", example])
+            .current_dir(project_root())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("xtask examples: {package}'s example {example} failed");
+            return ExitCode::FAILURE;
         }
     }
     ExitCode::SUCCESS

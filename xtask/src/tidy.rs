@@ -235,13 +235,111 @@ fn the_runtime_knows_only_the_store_and_step_caller_traits() {
     rust_files(&dir, &mut files);
     assert!(files.len() >= 4, "the runtime is a module tree: {files:?}");
     for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
+        // Doc comments are left out: their examples are compiled as crates of their own,
+        // which may well pick a concrete store to show the runtime in use.
+        let text: String = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .filter(|l| !(l.trim_start().starts_with("///") || l.trim_start().starts_with("//!")))
+            .collect::<Vec<_>>()
+            .join("\n");
         for banned in RUNTIME_MUST_NOT_NAME {
             assert!(
                 !text.contains(banned),
                 "{} names {banned}: the runtime reaches services only through StepCaller, \
                  stores only through RetirementStore, and the time only through its Clock",
                 file.display()
+            );
+        }
+    }
+}
+
+/// The library crates (the members but the binaries and this one).
+fn libraries() -> impl Iterator<Item = &'static str> {
+    MEMBERS
+        .iter()
+        .copied()
+        .filter(|k| !matches!(*k, "bins" | "xtask"))
+}
+
+#[test]
+fn every_library_front_page_starts_with_a_tested_example() {
+    for krate in libraries() {
+        let lib = std::fs::read_to_string(project_root().join(krate).join("src/lib.rs")).unwrap();
+        let docs: Vec<&str> = lib.lines().take_while(|l| l.starts_with("//!")).collect();
+        let heading = docs.iter().position(|l| l.starts_with("//! # "));
+        assert!(
+            heading.is_some_and(|i| docs[i].to_lowercase().contains("example")),
+            "{krate}: the crate docs' first section must be an example"
+        );
+        let fence = docs[heading.unwrap()..]
+            .iter()
+            .find(|l| l.trim_start_matches("//!").trim().starts_with("```"))
+            .map(|l| l.trim_start_matches("//!").trim());
+        // A plain ``` fence: compiled and run by the doc tests (not `ignore`, `no_run`, `text`).
+        assert_eq!(
+            fence,
+            Some("```"),
+            "{krate}: the first example must be a doc test that runs"
+        );
+    }
+}
+
+#[test]
+fn every_library_has_an_embedding_example_that_ci_runs() {
+    for krate in libraries() {
+        let dir = project_root().join(krate).join("examples");
+        let listed: Vec<&str> = crate::EMBEDDING_EXAMPLES
+            .iter()
+            .filter(|(p, _)| *p == krate)
+            .map(|(_, e)| *e)
+            .collect();
+        assert!(!listed.is_empty(), "{krate}: no embedding example listed");
+        for example in listed {
+            assert!(
+                dir.join(format!("{example}.rs")).exists(),
+                "{krate}: examples/{example}.rs is listed but missing"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_library_carries_registry_metadata() {
+    let workspace = std::fs::read_to_string(project_root().join("Cargo.toml")).unwrap();
+    let package = workspace
+        .split("[workspace.package]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or_default();
+    assert!(
+        package.contains("\nrepository = \""),
+        "[workspace.package] needs a repository"
+    );
+    for krate in libraries() {
+        let manifest =
+            std::fs::read_to_string(project_root().join(krate).join("Cargo.toml")).unwrap();
+        for key in [
+            "description = \"",
+            "repository.workspace = true",
+            "keywords = [",
+            "categories = [",
+            "readme = \"",
+        ] {
+            assert!(manifest.contains(key), "{krate}/Cargo.toml lacks {key}");
+        }
+        assert!(
+            !manifest.contains("See src/lib.rs"),
+            "{krate}: a real description"
+        );
+        if let Some(readme) = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("readme = \""))
+            .and_then(|r| r.strip_suffix('"'))
+        {
+            assert!(
+                project_root().join(krate).join(readme).exists(),
+                "{krate}: readme {readme} does not exist"
             );
         }
     }

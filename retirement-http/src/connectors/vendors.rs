@@ -1,6 +1,6 @@
 //! The built-in third-party connectors, each following the vendor's current documentation
 //! (`../docs/connectors.md` says where that differs from tubular). Each is a [`Connector`]
-//! built from a few settings ([`VendorSettings`], the config's `connectors:` key).
+//! built from a few settings (read by [`connector`] from the config's `connectors:` key).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! The driver runtime: claims learners from a [`RetirementStore`], runs each through
-//! `retirement-core`'s [`Machine`], performs its actions (state writes to the store, calls
-//! through [`StepCaller`]) and feeds the results back.
+//! `retirement-core`'s [`Machine`](retirement_core::Machine), performs its actions (state
+//! writes to the store, calls through [`StepCaller`]) and feeds the results back.
 //!
 //! - [`Runner::run`] retires the whole queue with bounded concurrency. Each learner is held by a
 //!   lease that is renewed while its step runs; a learner whose worker died is claimed again once
@@ -145,6 +145,47 @@ impl Runner {
 
     /// Claims and retires learners until none is actionable, the limit is reached, or `stop`
     /// turns `true`.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use async_trait::async_trait;
+    /// # use chrono::{DateTime, TimeDelta, Utc};
+    /// # use retirement_core::{Input, OriginalIdentity, Pipeline, RetiredIdConfig, Retirement, Stage};
+    /// # use retirement_store::{DieselStore, NewRetirement, RetirementStore, StoreOptions};
+    /// use retirement_http::runtime::{NoObserver, RunOptions, Runner, StepCaller};
+    /// # struct Succeeds;
+    /// # #[async_trait]
+    /// # impl StepCaller for Succeeds {
+    /// #     async fn call(&self, _: &Stage, _: &Retirement, _: DateTime<Utc>) -> Input {
+    /// #         Input::StepSucceeded { message: "done".into() }
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let (table, pipeline) = Pipeline::six_stage_example();
+    /// # let store = Arc::new(DieselStore::open("sqlite::memory:", &StoreOptions::default()).await?);
+    /// # store.migrate().await?;
+    /// # store.sync_states(&table.names().map(str::to_owned).collect::<Vec<_>>(), false).await?;
+    /// # let ids = RetiredIdConfig::new(vec!["salt".into()])?;
+    /// # for n in 0..3 {
+    /// #     let original = OriginalIdentity { username: format!("l{n}"), email: format!("l{n}@example.org"), name: String::new() };
+    /// #     store.enqueue(NewRetirement::new(original, None, &ids), Utc::now() - TimeDelta::days(8)).await?;
+    /// # }
+    /// // Three learners are due. A run limited to two claims two and leaves the third.
+    /// let options = RunOptions { limit: Some(2), ..RunOptions::default() };
+    /// let runner = Runner::new(store.clone(), Arc::new(Succeeds), Arc::new(pipeline), options);
+    /// let (stop, stopped) = tokio::sync::watch::channel(false);
+    /// let summary = runner.run(stopped.clone(), Arc::new(NoObserver)).await?;
+    /// assert_eq!((summary.claimed, summary.completed), (2, 2));
+    ///
+    /// // Asked to stop before it starts, a run claims nothing.
+    /// stop.send(true)?;
+    /// let stopped_run = runner.run(stopped, Arc::new(NoObserver)).await?;
+    /// assert_eq!(stopped_run.claimed, 0);
+    /// assert!(stopped_run.shutdown);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run(
         &self,
         stop: watch::Receiver<bool>,

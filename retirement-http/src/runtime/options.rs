@@ -9,7 +9,7 @@ use retirement_core::{DriverOptions, RetryPolicy};
 use super::breaker::OutagePolicy;
 use crate::clock::{Clock, SystemClock};
 
-/// How a [`Runner`] works. Defaults are stated per field.
+/// How a [`Runner`](super::Runner) works. Defaults are stated per field.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// This worker's id in leases (default `<host>:<pid>`; never a learner).
