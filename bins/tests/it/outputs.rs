@@ -162,12 +162,7 @@ async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
         3,
         "{stdout}"
     );
-    let target = retirement_http::archive::ArchiveTarget::open_with(
-        &archive,
-        false,
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-    )
-    .unwrap();
+    let target = s3_target(&archive, &env);
     let objects = target.objects().await.unwrap();
     assert_eq!(objects.len(), 3);
     let year_month = chrono::Utc::now().format("%Y/%m").to_string();
@@ -190,6 +185,16 @@ async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
         assert!(world.store.find_by_username(&l.username).await.is_err());
     }
     world.finish().await;
+}
+
+/// The archive target at `url` with the test server's settings.
+fn s3_target(url: &str, env: &[(&str, &str)]) -> retirement_http::archive::ArchiveTarget {
+    retirement_http::archive::ArchiveTarget::open_with(
+        url,
+        false,
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap()
 }
 
 fn rand_suffix() -> u64 {
@@ -294,6 +299,27 @@ fn partner_config(world: &World, base: &str, smtp_port: u16, hook: &str, coachin
     .unwrap();
 }
 
+/// A world with the partner config (see `partner_config`), its original config text, and
+/// the contacts' SMTP relay and webhook.
+async fn partner_world(
+    name: &str,
+    coaching: bool,
+) -> (
+    World,
+    String,
+    retirement_http::fake::sinks::SmtpSink,
+    WebhookSink,
+) {
+    let world = World::new(name).await;
+    let base = std::fs::read_to_string(&world.config).unwrap();
+    let smtp = retirement_http::fake::sinks::SmtpSink::start()
+        .await
+        .unwrap();
+    let hook = WebhookSink::start().await.unwrap();
+    partner_config(&world, &base, smtp.port, &hook.url, coaching);
+    (world, base, smtp, hook)
+}
+
 fn queue_partner_rows(
     world: &World,
     rows: &[(i64, &[&str])],
@@ -313,13 +339,7 @@ fn queue_partner_rows(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partner_report_delivers_the_others_then_fails_compliance_for_a_partner_without_contact() {
-    let world = World::new("partner-report").await;
-    let base = std::fs::read_to_string(&world.config).unwrap();
-    let smtp = retirement_http::fake::sinks::SmtpSink::start()
-        .await
-        .unwrap();
-    let hook = WebhookSink::start().await.unwrap();
-    partner_config(&world, &base, smtp.port, &hook.url, false);
+    let (world, base, smtp, hook) = partner_world("partner-report", false).await;
     let learners = queue_partner_rows(
         &world,
         &[
@@ -418,13 +438,7 @@ fn regex_escape(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partner_reports_go_to_s3_and_prune_warns_then_deletes_there() {
     let Some(s3) = s3_url() else { return };
-    let world = World::new("partner-s3").await;
-    let base = std::fs::read_to_string(&world.config).unwrap();
-    let smtp = retirement_http::fake::sinks::SmtpSink::start()
-        .await
-        .unwrap();
-    let hook = WebhookSink::start().await.unwrap();
-    partner_config(&world, &base, smtp.port, &hook.url, true);
+    let (world, _, smtp, hook) = partner_world("partner-s3", true).await;
     queue_partner_rows(&world, &[(1, &["HarvardX"])]);
     let bucket = format!("partners-{}-{}", std::process::id(), rand_suffix());
     let created = reqwest::Client::new()
@@ -461,12 +475,7 @@ async fn partner_reports_go_to_s3_and_prune_warns_then_deletes_there() {
         )),
         "{stdout}"
     );
-    let target = retirement_http::archive::ArchiveTarget::open_with(
-        &output,
-        false,
-        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-    )
-    .unwrap();
+    let target = s3_target(&output, &env);
     // Beside today's two, two older reports: one past 60 days, one inside the last 7
     // before its deletion.
     for (partner, age) in [("MIT", 61), ("Harvard", 55)] {

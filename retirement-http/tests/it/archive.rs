@@ -147,21 +147,7 @@ async fn a_failed_upload_deletes_nothing() {
     let world = ConsoleWorld::seeded(now()).await.unwrap();
     let learners = complete(&world).await;
     // An S3 endpoint nobody listens on.
-    let target = ArchiveTarget::open_with(
-        "s3://archive/retirement",
-        false,
-        [
-            (
-                "AWS_ENDPOINT_URL".to_owned(),
-                "http://127.0.0.1:9".to_owned(),
-            ),
-            ("AWS_ACCESS_KEY_ID".to_owned(), "k".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), "s".to_owned()),
-            ("AWS_DEFAULT_REGION".to_owned(), "us-east-1".to_owned()),
-            ("AWS_MAX_RETRIES".to_owned(), "0".to_owned()),
-        ],
-    )
-    .unwrap();
+    let target = crate::support::unreachable_s3("s3://archive/retirement");
     let archiver = Archiver {
         store: world.store.as_ref(),
         journal: Some(world.store.as_ref()),

@@ -494,21 +494,7 @@ async fn every_step_is_safe_to_repeat() {
     r.world
         .fake
         .queue_partner_row(6, &original(6), &["MITx"], &[]);
-    let dead = retirement_http::archive::ArchiveTarget::open_with(
-        "s3://reports",
-        false,
-        [
-            (
-                "AWS_ENDPOINT_URL".to_owned(),
-                "http://127.0.0.1:9".to_owned(),
-            ),
-            ("AWS_ACCESS_KEY_ID".to_owned(), "k".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY".to_owned(), "s".to_owned()),
-            ("AWS_DEFAULT_REGION".to_owned(), "us-east-1".to_owned()),
-            ("AWS_MAX_RETRIES".to_owned(), "0".to_owned()),
-        ],
-    )
-    .unwrap();
+    let dead = crate::support::unreachable_s3("s3://reports");
     let failing = partner::PartnerReporter {
         output: &dead,
         ..r.reporter(&contacts)
@@ -566,33 +552,18 @@ async fn prune_warns_recipients_once_then_deletes_expired_reports() {
     // MIT's (due 2026-10-31) was never warned: announced as deleted today, then deleted.
     // Harvard's (due 2026-11-30) is within the 7 days: warned. Coaching's (2026-12-09) is
     // kept. Nobody Knows has no contact: deleted on time, reported.
+    let folder = r.out.0.join("reports").canonicalize().unwrap();
+    let location = |partner: &str, published: &str| {
+        format!(
+            "file://{}/user_retirement_Example Learning_{partner}_{published}.csv",
+            folder.display()
+        )
+    };
     assert_eq!(
         first.warned,
         [
-            (
-                "file://".to_owned()
-                    + &r.out
-                        .0
-                        .join("reports")
-                        .canonicalize()
-                        .unwrap()
-                        .display()
-                        .to_string()
-                    + "/user_retirement_Example Learning_Harvard_2026-10-01.csv",
-                day("2026-11-30")
-            ),
-            (
-                "file://".to_owned()
-                    + &r.out
-                        .0
-                        .join("reports")
-                        .canonicalize()
-                        .unwrap()
-                        .display()
-                        .to_string()
-                    + "/user_retirement_Example Learning_MIT_2026-09-01.csv",
-                day("2026-10-31")
-            ),
+            (location("Harvard", "2026-10-01"), day("2026-11-30")),
+            (location("MIT", "2026-09-01"), day("2026-10-31")),
         ]
     );
     assert_eq!(first.deleted.len(), 2, "{first:?}");

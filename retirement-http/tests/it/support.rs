@@ -66,3 +66,21 @@ pub(crate) async fn lms_world(states: &[String]) -> LmsWorld {
         _dir: dir,
     }
 }
+
+/// An S3 target whose endpoint nobody listens on (port 9 on loopback), with no retries: every
+/// upload fails at once.
+pub(crate) fn unreachable_s3(url: &str) -> retirement_http::archive::ArchiveTarget {
+    retirement_http::archive::ArchiveTarget::open_with(
+        url,
+        false,
+        [
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("AWS_ACCESS_KEY_ID", "k"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_MAX_RETRIES", "0"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )
+    .expect("an S3 URL opens without a request")
+}
