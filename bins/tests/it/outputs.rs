@@ -105,12 +105,7 @@ async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
     let run = world.retire(&["run"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let bucket = format!("retire-{}-{}", std::process::id(), rand_suffix());
-    let env = [
-        ("AWS_ENDPOINT_URL", s3.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ];
+    let env = s3_env(&s3);
     let cleanup = |world: &World, extra: &[&str]| {
         let mut args = vec!["cleanup", "--cool-off-days", "0", "--batch-size", "2"];
         args.extend_from_slice(extra);
@@ -133,12 +128,7 @@ async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
         assert_eq!(world.state_of(&l.username).await, "COMPLETE");
     }
     // With the bucket: three objects of at most two learners, read back, then deleted.
-    let created = reqwest::Client::new()
-        .put(format!("{s3}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(created.status().is_success(), "{}", created.status());
+    create_bucket(&s3, &bucket).await;
     let done = cleanup(&world, &["--archive", &archive]);
     let stdout = String::from_utf8_lossy(&done.stdout);
     assert_eq!(
@@ -185,6 +175,26 @@ async fn cleanup_archives_to_s3_verified_and_deletes_only_what_landed() {
         assert!(world.store.find_by_username(&l.username).await.is_err());
     }
     world.finish().await;
+}
+
+/// The AWS settings that point object_store at the test server.
+fn s3_env(s3: &str) -> [(&'static str, &str); 4] {
+    [
+        ("AWS_ENDPOINT_URL", s3),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ]
+}
+
+/// Creates `bucket` on the test server.
+async fn create_bucket(s3: &str, bucket: &str) {
+    let created = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
 }
 
 /// The archive target at `url` with the test server's settings.
@@ -441,18 +451,8 @@ async fn partner_reports_go_to_s3_and_prune_warns_then_deletes_there() {
     let (world, _, smtp, hook) = partner_world("partner-s3", true).await;
     queue_partner_rows(&world, &[(1, &["HarvardX"])]);
     let bucket = format!("partners-{}-{}", std::process::id(), rand_suffix());
-    let created = reqwest::Client::new()
-        .put(format!("{s3}/{bucket}"))
-        .send()
-        .await
-        .unwrap();
-    assert!(created.status().is_success(), "{}", created.status());
-    let env = [
-        ("AWS_ENDPOINT_URL", s3.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ];
+    create_bucket(&s3, &bucket).await;
+    let env = s3_env(&s3);
     let output = format!("s3://{bucket}/partner-reports");
     let run = |args: &[&str]| {
         let mut command = world.command(args);
