@@ -100,11 +100,13 @@ impl Spool {
             }
             Err(e) => return Err(self.failed("reading", e)),
         };
-        // serde_json's message gives a position, never the text around it.
+        // Only the position: serde_json's message may quote a value, and the spool holds
+        // originals.
         serde_json::from_slice(&text).map_err(|e| {
+            let at = format!("not a spool (line {}, column {})", e.line(), e.column());
             self.failed(
                 "parsing",
-                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                std::io::Error::new(std::io::ErrorKind::InvalidData, at),
             )
         })
     }

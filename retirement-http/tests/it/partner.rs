@@ -654,3 +654,21 @@ fn report_names_parse_back_and_others_do_not() {
         "user_retirement_a-b_c-d_2026-12-04.csv"
     );
 }
+
+#[test]
+fn a_damaged_spool_is_refused_without_quoting_it() {
+    let dir = crate::support::TempDir(
+        std::env::temp_dir().join(format!("retire-spool-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let spool = partner::Spool::new(dir.0.join("spool.json"));
+    // A user_id that is an email: serde would quote it.
+    std::fs::write(
+        spool.path(),
+        r#"{"rows": [{"row": {"user_id": "someone@example.com"}}]}"#,
+    )
+    .unwrap();
+    let err = spool.load().unwrap_err().to_string();
+    assert!(err.contains("not a spool (line 1"), "{err}");
+    assert!(!err.contains("someone"), "{err}");
+}
